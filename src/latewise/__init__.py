@@ -1,0 +1,95 @@
+"""latewise: late-interaction retrieval (BERT, ColBERT, ColPali) on Chroma.
+
+Importing the package is cheap: torch, transformers and Chroma load only when a name that needs
+them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from latewise.__about__ import __version__
+from latewise.errors import (
+    CheckpointError,
+    DimensionMismatchError,
+    DocumentNotFoundError,
+    EmptyInputError,
+    EncoderMismatchError,
+    FileIngestError,
+    FilterError,
+    ImageLoadError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    LatewiseError,
+    MissingDependencyError,
+    StoreError,
+)
+from latewise.types import Hit, PageRef
+
+if TYPE_CHECKING:
+    from latewise.encoders import (
+        BertEncoder,
+        ColBERTEncoder,
+        ColPaliEncoder,
+        Encoder,
+        load_encoder,
+    )
+    from latewise.index import LateInteractionIndex
+    from latewise.scoring import PackedVectors, maxsim, top_k
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_LAZY = {
+    "Encoder": "latewise.encoders",
+    "BertEncoder": "latewise.encoders",
+    "ColBERTEncoder": "latewise.encoders",
+    "ColPaliEncoder": "latewise.encoders",
+    "load_encoder": "latewise.encoders",
+    "maxsim": "latewise.scoring",
+    "top_k": "latewise.scoring",
+    "PackedVectors": "latewise.scoring",
+    "LateInteractionIndex": "latewise.index",
+}
+
+__all__ = [
+    "BertEncoder",
+    "CheckpointError",
+    "ColBERTEncoder",
+    "ColPaliEncoder",
+    "DimensionMismatchError",
+    "DocumentNotFoundError",
+    "EmptyInputError",
+    "Encoder",
+    "EncoderMismatchError",
+    "FileIngestError",
+    "FilterError",
+    "Hit",
+    "ImageLoadError",
+    "InvalidInputError",
+    "InvalidInputTypeError",
+    "LateInteractionIndex",
+    "LatewiseError",
+    "MissingDependencyError",
+    "PackedVectors",
+    "PageRef",
+    "StoreError",
+    "__version__",
+    "load_encoder",
+    "maxsim",
+    "top_k",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latewise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,116 @@
+"""The latewise error hierarchy.
+
+Every error latewise raises on purpose derives from :class:`LatewiseError`, and most also derive
+from the matching built-in (``ValueError``, ``TypeError``, ``KeyError``, ``ImportError``) so code
+written against the built-ins keeps working. Messages say what was wrong, where (the position of
+the offending item in a batch), and how to fix it. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CheckpointError",
+    "DimensionMismatchError",
+    "DocumentNotFoundError",
+    "EmptyInputError",
+    "EncoderMismatchError",
+    "FileIngestError",
+    "FilterError",
+    "ImageLoadError",
+    "InvalidInputError",
+    "InvalidInputTypeError",
+    "LatewiseError",
+    "MissingDependencyError",
+    "StoreError",
+]
+
+
+class LatewiseError(Exception):
+    """Base class of every error latewise raises on purpose."""
+
+
+class InvalidInputError(LatewiseError, ValueError):
+    """An input value is unusable (empty, whitespace-only, malformed).
+
+    Attributes:
+        positions: the positions of the offending items in the batch the caller passed
+            (empty when the whole argument is at fault, e.g. an empty list).
+    """
+
+    def __init__(self, message: str, positions: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.positions: list[int] = list(positions)
+
+
+class EmptyInputError(InvalidInputError):
+    """An empty batch, or items that are empty or whitespace-only."""
+
+
+class InvalidInputTypeError(LatewiseError, TypeError):
+    """An input has the wrong type (``None``, a number where text was expected, ...).
+
+    Attributes:
+        positions: the positions of the offending items in the batch.
+    """
+
+    def __init__(self, message: str, positions: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.positions: list[int] = list(positions)
+
+
+class ImageLoadError(InvalidInputError):
+    """An image path that does not exist or cannot be decoded as an image."""
+
+
+class FileIngestError(LatewiseError, ValueError):
+    """A file (PDF, image, text) could not be read or rendered.
+
+    Attributes:
+        path: the file at fault.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot ingest {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class DimensionMismatchError(LatewiseError, ValueError):
+    """Vectors whose dimension differs from the one the index or scorer expects."""
+
+
+class EncoderMismatchError(LatewiseError, ValueError):
+    """A collection was opened with an encoder other than the one that wrote it."""
+
+
+class CheckpointError(LatewiseError, ValueError):
+    """A checkpoint that cannot be loaded, or whose kind cannot be told from its files."""
+
+
+class FilterError(LatewiseError, ValueError):
+    """A metadata filter that is malformed or uses an operator the store cannot express."""
+
+
+class DocumentNotFoundError(LatewiseError, KeyError):
+    """A document id that is not in the index."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(LatewiseError, RuntimeError):
+    """The vector store refused an operation or holds data latewise cannot read."""
+
+
+class MissingDependencyError(LatewiseError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    @classmethod
+    def for_extra(cls, package: str, extra: str, feature: str) -> MissingDependencyError:
+        """Build the error for ``feature``, which needs ``package`` from ``latewise[extra]``."""
+        return cls(
+            f"{feature} needs the {package!r} package, which is not installed. "
+            f"Install it with: pip install 'latewise[{extra}]'"
+        )

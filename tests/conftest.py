@@ -1,0 +1,13 @@
+"""Shared test setup: everything offline, tiny checkpoints built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Nothing is downloaded in tests: the hub is never reachable here.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+
+pytest_plugins = ["tests.fixtures.text_models", "tests.fixtures.colpali_models"]
