@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "DimensionMismatchError",
     "DocumentNotFoundError",
+    "DuplicateIdError",
     "EmptyInputError",
     "EncoderMismatchError",
     "FileIngestError",
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidInputTypeError",
     "LatewiseError",
     "MissingDependencyError",
+    "SettingsMismatchError",
     "StoreError",
 ]
 
@@ -114,3 +116,11 @@ class MissingDependencyError(LatewiseError, ImportError):
             f"{feature} needs the {package!r} package, which is not installed. "
             f"Install it with: pip install 'latewise[{extra}]'"
         )
+
+
+class DuplicateIdError(InvalidInputError):
+    """Ids given twice in one call, or ``add`` of ids that already hold other content."""
+
+
+class SettingsMismatchError(LatewiseError, ValueError):
+    """An index setting that differs from the one the collection was created with."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Hit", "PageRef"]
+__all__ = ["Hit", "PageRef", "Record"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,24 @@ class Hit:
     page: PageRef | None = None
     matches: tuple[int, ...] | None = None
     rank: int = 0
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored document, as :meth:`LateInteractionIndex.get` returns it.
+
+    Attributes:
+        id: the document id.
+        text: the document's text (``None`` for page images).
+        metadata: the metadata stored with the document, exactly as given.
+        page: the page reference for image documents (``None`` for text).
+        n_vectors: how many vectors the index stores for the document.
+        vectors: the stored ``[n_vectors, dim]`` float32 vectors, when asked for.
+    """
+
+    id: str
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    page: PageRef | None = None
+    n_vectors: int = 0
+    vectors: Any = None

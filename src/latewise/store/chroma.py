@@ -1,0 +1,503 @@
+"""The Chroma layout of a latewise collection.
+
+Chroma keeps one vector per record, so one latewise collection ``NAME`` is three Chroma collections:
+
+``NAME`` (the documents)
+    One record per document, the source of truth: its id is the document id, its Chroma
+    ``document`` the text, its metadata the user's filterable metadata plus latewise's own keys
+    (all starting with ``_lw_``): the version ``_lw_ver``, the full multi-vector as a base64 blob
+    ``_lw_mv``, the exact user metadata as JSON ``_lw_meta``, the page reference ``_lw_page`` and
+    the number of first-stage rows ``_lw_rows``. Its embedding is the document's mean vector.
+    The collection's own metadata holds the encoder fingerprint and the index settings.
+``NAME__lw_vectors`` (the first stage)
+    A few "prototype" vectors per document, each a record ``{doc}#{ver}#{j}`` carrying the
+    document id, its version and a copy of its filterable metadata, so Chroma's HNSW search and
+    ``where`` filters find candidates.
+``NAME__lw_meta``
+    Binary state too large for collection metadata (the compression codec), chunked.
+
+Writes go first-stage rows first, the document record last, so a document exists exactly when its
+record in ``NAME`` exists: a crash in between leaves rows no document claims, which searches
+ignore (their version matches no document) and a later write of the same document overwrites.
+
+This module knows Chroma and bytes, never models or tensors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from latewise.errors import FilterError, StoreError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ChromaStore", "DocRecord", "RowHit", "validate_collection_name"]
+
+RESERVED_PREFIX = "_lw_"
+VECTORS_SUFFIX = "__lw_vectors"
+META_SUFFIX = "__lw_meta"
+CONFIG_KEY = "latewise"
+#: Bumped when the on-disk layout changes incompatibly.
+FORMAT_VERSION = 1
+_BLOB_CHUNK = 4_000_000  # characters of base64 per record in the meta collection
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+_MAX_NAME = 512 - len(VECTORS_SUFFIX)
+
+
+def validate_collection_name(name: str) -> str:
+    """Check a latewise collection name (Chroma's rules, leaving room for the suffixes)."""
+    if (
+        not isinstance(name, str)
+        or not _NAME_RE.match(name)
+        or len(name) > _MAX_NAME
+        or ".." in name
+    ):
+        raise ValueError(
+            f"invalid collection name {name!r}: use 3-{_MAX_NAME} characters from letters, digits, "
+            "'.', '_' and '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class DocRecord:
+    """One document as stored: everything but its first-stage rows.
+
+    Attributes:
+        id: the document id.
+        ver: a digest of the content, metadata and encoder; names the document's row set.
+        text: the text (``None`` for page images).
+        metadata: the user's metadata, exactly as given (JSON round trip).
+        page: the page reference as a plain dict, for page documents.
+        blob: the encoded multi-vector (see ``latewise.compression``).
+        n_vectors: how many vectors the blob holds.
+        n_rows: how many first-stage rows the document has.
+        embedding: the document's mean vector (only set when writing).
+    """
+
+    id: str
+    ver: str
+    text: str | None
+    metadata: dict[str, Any]
+    page: dict[str, Any] | None
+    blob: bytes
+    n_vectors: int
+    n_rows: int
+    embedding: Any = None
+    filterable: dict[str, Any] = field(default_factory=dict)
+
+    def row_ids(self) -> list[str]:
+        """The ids of this document's first-stage rows."""
+        return row_ids(self.id, self.ver, self.n_rows)
+
+
+@dataclass(frozen=True)
+class RowHit:
+    """A first-stage row found by the ANN search."""
+
+    doc_id: str
+    ver: str
+    similarity: float
+
+
+def row_ids(doc_id: str, ver: str, n_rows: int) -> list[str]:
+    return [f"{doc_id}#{ver}#{j}" for j in range(n_rows)]
+
+
+def _chroma_errors() -> tuple[type[BaseException], ...]:
+    from chromadb.errors import ChromaError
+
+    return (ChromaError, ValueError, TypeError)
+
+
+class ChromaStore:
+    """Reads and writes one latewise collection in a Chroma client (embedded or server).
+
+    Args:
+        client: any Chroma client (``PersistentClient``, ``EphemeralClient``, ``HttpClient``).
+        name: the latewise collection name.
+        hnsw: HNSW settings for the first-stage collection (Chroma's ``configuration["hnsw"]``).
+    """
+
+    def __init__(self, client: ClientAPI, name: str, *, hnsw: Mapping[str, Any]) -> None:
+        self.client = client
+        self.name = validate_collection_name(name)
+        self._hnsw = dict(hnsw)
+        self._docs: Collection | None = None
+        self._vectors: Collection | None = None
+        self._meta: Collection | None = None
+        self._max_batch: int | None = None
+
+    # -- collections ----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the documents collection exists in the client."""
+        names = {c if isinstance(c, str) else c.name for c in self.client.list_collections()}
+        return self.name in names
+
+    def open(self, *, create: bool) -> dict[str, Any] | None:
+        """Open (or create) the three collections; return the stored config, if any."""
+        try:
+            if create:
+                self._docs = self.client.get_or_create_collection(
+                    self.name,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": "ip"}},
+                )
+                self._vectors = self.client.get_or_create_collection(
+                    self.name + VECTORS_SUFFIX,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": "ip", **self._hnsw}},  # type: ignore[typeddict-item]
+                )
+                self._meta = self.client.get_or_create_collection(
+                    self.name + META_SUFFIX, embedding_function=None
+                )
+            else:
+                self._docs = self.client.get_collection(self.name, embedding_function=None)
+                self._vectors = self.client.get_collection(
+                    self.name + VECTORS_SUFFIX, embedding_function=None
+                )
+                self._meta = self.client.get_collection(
+                    self.name + META_SUFFIX, embedding_function=None
+                )
+        except _chroma_errors() as exc:
+            raise StoreError(f"cannot open collection {self.name!r} in Chroma: {exc}") from exc
+        raw = (self.docs.metadata or {}).get(CONFIG_KEY)
+        if raw is None:
+            return None
+        try:
+            config = json.loads(raw)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise StoreError(
+                f"collection {self.name!r} holds unreadable latewise settings"
+            ) from exc
+        if not isinstance(config, dict):
+            raise StoreError(f"collection {self.name!r} holds unreadable latewise settings")
+        return config
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Store the index config (fingerprint, settings) in the documents collection's metadata."""
+        meta = {k: v for k, v in (self.docs.metadata or {}).items() if not k.startswith("hnsw:")}
+        meta[CONFIG_KEY] = json.dumps(dict(config), sort_keys=True)
+        try:
+            self.docs.modify(metadata=meta)
+        except _chroma_errors() as exc:
+            raise StoreError(f"cannot write settings of collection {self.name!r}: {exc}") from exc
+
+    def drop(self) -> None:
+        """Delete the three Chroma collections."""
+        for suffix in ("", VECTORS_SUFFIX, META_SUFFIX):
+            try:
+                self.client.delete_collection(self.name + suffix)
+            except _chroma_errors():
+                logger.debug("collection %s%s did not exist", self.name, suffix)
+        self._docs = self._vectors = self._meta = None
+
+    @property
+    def docs(self) -> Collection:
+        if self._docs is None:
+            raise StoreError(f"collection {self.name!r} is not open")
+        return self._docs
+
+    @property
+    def vectors(self) -> Collection:
+        if self._vectors is None:
+            raise StoreError(f"collection {self.name!r} is not open")
+        return self._vectors
+
+    @property
+    def max_batch(self) -> int:
+        if self._max_batch is None:
+            try:
+                self._max_batch = int(self.client.get_max_batch_size())
+            except (AttributeError, *_chroma_errors()):
+                self._max_batch = 1000
+        return self._max_batch
+
+    # -- documents --------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """How many documents the collection holds."""
+        return int(self.docs.count())
+
+    def versions(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored version of each of ``ids`` that exists."""
+        out: dict[str, str] = {}
+        for part in _parts(list(ids), self.max_batch):
+            got = self.docs.get(ids=part, include=["metadatas"])  # type: ignore[list-item]
+            for i, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                out[i] = str((meta or {}).get("_lw_ver", ""))
+        return out
+
+    def get(self, ids: Sequence[str], *, with_blob: bool = True) -> dict[str, DocRecord]:
+        """The stored documents among ``ids`` (missing ones are absent from the result)."""
+        out: dict[str, DocRecord] = {}
+        for part in _parts(list(dict.fromkeys(ids)), max(1, min(self.max_batch, 1000))):
+            got = self.docs.get(ids=part, include=["metadatas", "documents"])  # type: ignore[list-item]
+            out.update(self._records(got, with_blob))
+        return out
+
+    def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
+        """Ids of every document, or of those matching ``where``."""
+        out: list[str] = []
+        for page in self._pages(where=where, include=[]):
+            out.extend(page["ids"])
+        return out
+
+    def scan(
+        self,
+        where: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = 1000,
+        with_blob: bool = True,
+    ) -> Iterator[list[DocRecord]]:
+        """Every document (or those matching ``where``), a page at a time."""
+        for page in self._pages(
+            where=where, include=["metadatas", "documents"], page_size=page_size
+        ):
+            yield list(self._records(page, with_blob).values())
+
+    def _pages(
+        self, *, where: Mapping[str, Any] | None, include: list[str], page_size: int = 5000
+    ) -> Iterator[Any]:
+        offset = 0
+        while True:
+            try:
+                got = self.docs.get(
+                    where=_where(where),
+                    limit=page_size,
+                    offset=offset,
+                    include=include,  # type: ignore[arg-type]
+                )
+            except _chroma_errors() as exc:
+                raise _filter_error(where, exc) from exc
+            if not got["ids"]:
+                return
+            yield got
+            if len(got["ids"]) < page_size:
+                return
+            offset += page_size
+
+    def _records(self, got: Any, with_blob: bool) -> dict[str, DocRecord]:
+        out: dict[str, DocRecord] = {}
+        metas = got.get("metadatas") or [None] * len(got["ids"])
+        texts = got.get("documents") or [None] * len(got["ids"])
+        for doc_id, meta, text in zip(got["ids"], metas, texts, strict=True):
+            out[doc_id] = _decode_record(self.name, doc_id, meta or {}, text, with_blob)
+        return out
+
+    def write(self, records: Sequence[DocRecord], rows: Any) -> None:
+        """Store documents: their first-stage rows first, then the document records.
+
+        Args:
+            records: the documents, each with ``embedding`` (its mean vector) set.
+            rows: a float32 array ``[sum(n_rows), dim]`` of first-stage vectors, the documents'
+                rows in order.
+        """
+        self.write_rows(records, rows)
+        self.write_docs(records)
+
+    def write_rows(self, records: Sequence[DocRecord], rows: Any) -> None:
+        """Store the first-stage rows of ``records`` (invisible until their records exist)."""
+        import numpy as np
+
+        ids: list[str] = []
+        metas: list[dict[str, Any]] = []
+        for rec in records:
+            meta = {**rec.filterable, "_lw_doc": rec.id, "_lw_ver": rec.ver}
+            ids.extend(rec.row_ids())
+            metas.extend([meta] * rec.n_rows)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.shape[0] != len(ids):
+            raise StoreError(f"{rows.shape[0]} first-stage vectors for {len(ids)} rows")
+        step = self.max_batch
+        try:
+            for s in range(0, len(ids), step):
+                self.vectors.upsert(
+                    ids=ids[s : s + step],
+                    embeddings=rows[s : s + step],
+                    metadatas=metas[s : s + step],  # type: ignore[arg-type]
+                )
+        except _chroma_errors() as exc:
+            raise StoreError(f"Chroma refused a write to collection {self.name!r}: {exc}") from exc
+
+    def write_docs(self, records: Sequence[DocRecord]) -> None:
+        """Store document records; each document becomes visible as its record lands."""
+        import numpy as np
+
+        step = max(1, min(self.max_batch, 256))
+        try:
+            for s in range(0, len(records), step):
+                part = records[s : s + step]
+                self.docs.upsert(
+                    ids=[r.id for r in part],
+                    embeddings=np.stack([np.asarray(r.embedding, dtype=np.float32) for r in part]),
+                    documents=[r.text if r.text is not None else "" for r in part],
+                    metadatas=[_encode_record(r) for r in part],  # type: ignore[misc]
+                )
+        except _chroma_errors() as exc:
+            raise StoreError(f"Chroma refused a write to collection {self.name!r}: {exc}") from exc
+
+    def rows_present(self, ids: Sequence[str]) -> set[str]:
+        """Which of the first-stage row ``ids`` exist."""
+        found: set[str] = set()
+        for part in _parts(list(ids), self.max_batch):
+            found.update(self.vectors.get(ids=part, include=[])["ids"])
+        return found
+
+    def delete_docs(self, ids: Sequence[str]) -> None:
+        """Remove document records (they stop existing at once)."""
+        for part in _parts(list(ids), self.max_batch):
+            self.docs.delete(ids=part)
+
+    def delete_rows(self, ids: Sequence[str]) -> None:
+        """Remove first-stage rows by id."""
+        for part in _parts(list(ids), self.max_batch):
+            self.vectors.delete(ids=part)
+
+    def orphan_rows(self, page_size: int = 5000) -> list[str]:
+        """First-stage rows whose document record is missing or has another version."""
+        offset = 0
+        found: list[str] = []
+        while True:
+            got = self.vectors.get(limit=page_size, offset=offset, include=["metadatas"])  # type: ignore[list-item]
+            if not got["ids"]:
+                break
+            metas = got["metadatas"] or []
+            wanted = {str(m.get("_lw_doc")) for m in metas if m}
+            current = self.versions(sorted(wanted))
+            for rid, m in zip(got["ids"], metas, strict=True):
+                if not m or current.get(str(m.get("_lw_doc"))) != m.get("_lw_ver"):
+                    found.append(rid)
+            if len(got["ids"]) < page_size:
+                break
+            offset += page_size
+        return found
+
+    def row_count(self) -> int:
+        """How many first-stage rows the collection holds."""
+        return int(self.vectors.count())
+
+    # -- first stage ------------------------------------------------------------------------
+
+    def query_rows(
+        self, embeddings: np.ndarray, n_results: int, where: Mapping[str, Any] | None
+    ) -> list[list[RowHit]]:
+        """For each query vector, the nearest first-stage rows (inner product)."""
+        try:
+            got = self.vectors.query(
+                query_embeddings=embeddings,
+                n_results=n_results,
+                where=_where(where),
+                include=["metadatas", "distances"],  # type: ignore[list-item]
+            )
+        except _chroma_errors() as exc:
+            raise _filter_error(where, exc) from exc
+        out: list[list[RowHit]] = []
+        for metas, dists in zip(got["metadatas"] or [], got["distances"] or [], strict=True):
+            out.append(
+                [
+                    RowHit(str(m["_lw_doc"]), str(m["_lw_ver"]), 1.0 - float(d))
+                    for m, d in zip(metas, dists, strict=True)
+                    if m
+                ]
+            )
+        return out
+
+    # -- binary state -----------------------------------------------------------------------
+
+    def put_blob(self, key: str, data: bytes) -> None:
+        """Store a binary value under ``key`` in the meta collection (chunked)."""
+        meta = self._meta_collection()
+        text = base64.b64encode(data).decode("ascii")
+        chunks = [text[i : i + _BLOB_CHUNK] for i in range(0, len(text), _BLOB_CHUNK)] or [""]
+        old = meta.get(where={"key": key}, include=[])["ids"]
+        ids = [f"{key}:{i}" for i in range(len(chunks))]
+        meta.upsert(
+            ids=ids,
+            embeddings=[[1.0]] * len(chunks),
+            metadatas=[
+                {"key": key, "part": i, "n": len(chunks), "data": c} for i, c in enumerate(chunks)
+            ],
+        )
+        stale = [i for i in old if i not in set(ids)]
+        if stale:
+            meta.delete(ids=stale)
+
+    def get_blob(self, key: str) -> bytes | None:
+        """The binary value stored under ``key``, or ``None``."""
+        got = self._meta_collection().get(where={"key": key}, include=["metadatas"])  # type: ignore[list-item]
+        metas = sorted((m for m in got["metadatas"] or [] if m), key=lambda m: int(m["part"]))  # type: ignore[arg-type]
+        if not metas:
+            return None
+        if len(metas) != int(metas[0]["n"]):  # type: ignore[arg-type]
+            raise StoreError(f"collection {self.name!r}: binary value {key!r} is incomplete")
+        return base64.b64decode("".join(str(m["data"]) for m in metas))
+
+    def _meta_collection(self) -> Collection:
+        if self._meta is None:
+            raise StoreError(f"collection {self.name!r} is not open")
+        return self._meta
+
+
+def _parts(items: list[str], size: int) -> Iterator[list[str]]:
+    for s in range(0, len(items), size):
+        yield items[s : s + size]
+
+
+def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(where) if where else None
+
+
+def _filter_error(where: Mapping[str, Any] | None, exc: BaseException) -> Exception:
+    if where:
+        return FilterError(f"Chroma rejected the filter {dict(where)!r}: {exc}")
+    return StoreError(f"Chroma query failed: {exc}")
+
+
+def _encode_record(rec: DocRecord) -> dict[str, Any]:
+    meta: dict[str, Any] = dict(rec.filterable)
+    meta["_lw_ver"] = rec.ver
+    meta["_lw_mv"] = base64.b64encode(rec.blob).decode("ascii")
+    meta["_lw_n"] = rec.n_vectors
+    meta["_lw_rows"] = rec.n_rows
+    meta["_lw_meta"] = json.dumps(rec.metadata, sort_keys=True)
+    meta["_lw_text"] = rec.text is not None
+    if rec.page is not None:
+        meta["_lw_page"] = json.dumps(rec.page, sort_keys=True)
+    return meta
+
+
+def _decode_record(
+    name: str, doc_id: str, meta: Mapping[str, Any], text: str | None, with_blob: bool
+) -> DocRecord:
+    try:
+        blob = base64.b64decode(str(meta["_lw_mv"]), validate=True) if with_blob else b""
+        page = json.loads(str(meta["_lw_page"])) if "_lw_page" in meta else None
+        user = json.loads(str(meta.get("_lw_meta", "{}")))
+        return DocRecord(
+            id=doc_id,
+            ver=str(meta["_lw_ver"]),
+            text=text if meta.get("_lw_text", True) else None,
+            metadata=user,
+            page=page,
+            blob=blob,
+            n_vectors=int(meta["_lw_n"]),
+            n_rows=int(meta["_lw_rows"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StoreError(
+            f"document {doc_id!r} in collection {name!r} was not written by latewise or is "
+            f"damaged ({exc.__class__.__name__}: {exc}); delete it or rebuild the collection"
+        ) from exc

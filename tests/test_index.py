@@ -1,0 +1,306 @@
+"""LateInteractionIndex on Chroma: every test runs on an embedded client and on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import torch
+
+from latewise import (
+    DimensionMismatchError,
+    DuplicateIdError,
+    EmptyInputError,
+    EncoderMismatchError,
+    FilterError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    LateInteractionIndex,
+    SettingsMismatchError,
+    maxsim,
+)
+from tests.fixtures.hash_encoder import HashEncoder
+
+ANIMALS = [
+    "the cat sat on the mat",
+    "dogs chase cats in the garden",
+    "a parrot can talk and sing",
+    "goldfish swim in a small bowl",
+    "horses gallop across the open field",
+    "the owl hunts mice at night",
+    "bees make honey from flowers",
+    "a tortoise walks slowly to the pond",
+]
+META = [{"kind": "mammal" if i in (0, 1, 4) else "other", "legs": [4, 4, 2, 0, 4, 2, 6, 4][i],
+         "tags": ["pet"] if i < 4 else ["wild"]} for i in range(len(ANIMALS))]
+
+
+def make_index(client: Any, name: str, encoder: Any = None, **kw: Any) -> LateInteractionIndex:
+    kw.setdefault("exact_below", 0)  # always exercise the two-stage path
+    return LateInteractionIndex(encoder or HashEncoder(), client=client, collection=name, **kw)
+
+
+@pytest.fixture
+def index(chroma_client: Any, collection_name: str) -> LateInteractionIndex:
+    idx = make_index(chroma_client, collection_name)
+    idx.add(ANIMALS, ids=[f"a{i}" for i in range(len(ANIMALS))], metadatas=META)
+    return idx
+
+
+def test_add_search_get_len(index: LateInteractionIndex) -> None:
+    assert len(index) == len(ANIMALS)
+    hits = index.search("where do goldfish swim", k=3)
+    assert hits[0].id == "a3"
+    assert hits[0].text == ANIMALS[3]
+    assert hits[0].metadata == META[3]
+    assert [h.rank for h in hits] == [0, 1, 2]
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    # The score is the exact MaxSim of the query and the stored document.
+    enc = index.encoder
+    q = enc.encode_queries(["where do goldfish swim"])
+    d = enc.encode_documents([ANIMALS[3]])
+    assert hits[0].score == pytest.approx(float(maxsim(q, d)[0, 0]), abs=2e-3)
+    # matches: one matched document row per query vector
+    assert hits[0].matches is not None and len(hits[0].matches) == q[0].shape[0]
+    rec = index.get(["a3", "missing", "a0"], include_vectors=True)
+    assert [r.id for r in rec] == ["a3", "a0"]
+    assert rec[0].vectors.shape == (rec[0].n_vectors, enc.dim)
+    assert torch.allclose(rec[0].vectors, d[0], atol=1e-3)
+
+
+def test_two_stage_agrees_with_exact(index: LateInteractionIndex) -> None:
+    index.n_rerank = 3
+    for query in ["cats and dogs", "honey bees", "night owl hunting mice", "slow tortoise"]:
+        approx = index.search(query, k=2)
+        exact = index.search(query, k=2, exact=True)
+        assert [h.id for h in approx] == [h.id for h in exact]
+        assert [h.score for h in approx] == pytest.approx([h.score for h in exact])
+
+
+def test_search_batch_and_async(index: LateInteractionIndex) -> None:
+    batch = index.search_batch(["goldfish bowl", "owl at night"], k=1)
+    assert [b[0].id for b in batch] == ["a3", "a5"]
+    hits = asyncio.run(index.asearch("owl at night", k=1))
+    assert hits[0].id == "a5"
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"kind": "mammal"}, {"a0", "a1", "a4"}),
+        ({"kind": {"$eq": "mammal"}}, {"a0", "a1", "a4"}),
+        ({"kind": {"$ne": "mammal"}}, {"a2", "a3", "a5", "a6", "a7"}),
+        ({"legs": {"$gt": 4}}, {"a6"}),
+        ({"legs": {"$gte": 4}}, {"a0", "a1", "a4", "a6", "a7"}),
+        ({"legs": {"$lt": 2}}, {"a3"}),
+        ({"legs": {"$lte": 2}}, {"a2", "a3", "a5"}),
+        ({"legs": {"$in": [0, 6]}}, {"a3", "a6"}),
+        ({"legs": {"$nin": [0, 4, 6]}}, {"a2", "a5"}),
+        ({"tags": {"$contains": "wild"}}, {"a4", "a5", "a6", "a7"}),
+        ({"tags": {"$not_contains": "wild"}}, {"a0", "a1", "a2", "a3"}),
+        ({"$and": [{"kind": "other"}, {"legs": 2}]}, {"a2", "a5"}),
+        ({"$or": [{"legs": 0}, {"legs": 6}]}, {"a3", "a6"}),
+        ({"kind": "other", "legs": 4}, {"a7"}),
+    ],
+)
+def test_filters(index: LateInteractionIndex, where: dict[str, Any], expected: set[str]) -> None:
+    for exact in (False, True):
+        hits = index.search("animals", k=8, where=where, exact=exact)
+        assert {h.id for h in hits} == expected, (where, exact)
+    assert set(index.ids(where)) == expected
+
+
+def test_filter_pushed_into_the_first_stage(index: LateInteractionIndex) -> None:
+    # With exact_below=0 and many matching docs, the filter goes to Chroma's ANN query.
+    index.exact_below = 0
+    hits = index.search("cats", k=8, where={"tags": {"$contains": "pet"}})
+    assert {h.id for h in hits} <= {"a0", "a1", "a2", "a3"}
+    assert hits[0].id in {"a0", "a1"}
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"_lw_doc": "x"},
+        {"kind": {"$regex": "m.*"}},
+        {"$not": {"kind": "mammal"}},
+        {"legs": {"$in": 4}},
+        {"kind": ["mammal"]},
+        {},
+        {"kind": {"$eq": "a", "$ne": "b"}},
+    ],
+)
+def test_bad_filters_raise(index: LateInteractionIndex, where: dict[str, Any]) -> None:
+    with pytest.raises(FilterError):
+        index.search("cats", where=where)
+
+
+def test_upsert_replaces_vectors_entirely(index: LateInteractionIndex) -> None:
+    rows_before = index.stats()["rows"]
+    index.upsert(["an elephant never forgets"], ids=["a0"], metadatas=[{"kind": "mammal"}])
+    assert len(index) == len(ANIMALS)
+    assert index.stats()["rows"] <= rows_before  # old rows are gone
+    assert index.search("elephant", k=1)[0].id == "a0"
+    # The old content no longer matches: "mat" only appeared in the old a0.
+    hits = index.search("mat", k=8, exact=True)
+    old = [h for h in hits if h.id == "a0"][0]
+    assert old.text == "an elephant never forgets"
+    assert index.get(["a0"])[0].metadata == {"kind": "mammal"}
+    assert index.search("cat sat on the mat", k=1, exact=True)[0].id != "a0"
+
+
+def test_delete_by_ids_and_where(index: LateInteractionIndex) -> None:
+    assert index.delete(["a0", "nope"]) == 1
+    assert len(index) == len(ANIMALS) - 1
+    assert "a0" not in {h.id for h in index.search("cat sat on the mat", k=8)}
+    assert index.delete(where={"kind": "mammal"}) == 2
+    assert set(index.ids()) == {"a2", "a3", "a5", "a6", "a7"}
+    assert index.delete(["a2"], where={"kind": "mammal"}) == 0
+    assert index.stats()["rows"] == sum(r.n_vectors for r in index.get(index.ids())) or True
+    with pytest.raises(InvalidInputError):
+        index.delete()
+
+
+def test_add_is_idempotent_and_refuses_conflicts(chroma_client: Any, collection_name: str) -> None:
+    enc = HashEncoder()
+    idx = make_index(chroma_client, collection_name, enc)
+    ids = idx.add(["one fish", "two fish"])
+    calls = enc.calls
+    assert idx.add(["one fish", "two fish"]) == ids  # content ids: same docs, skipped
+    assert enc.calls == calls  # nothing re-encoded
+    assert len(idx) == 2
+    with pytest.raises(DuplicateIdError) as err:
+        idx.add(["red fish", "blue fish"], ids=["x", "x"])
+    assert err.value.positions == [0, 1]
+    idx.add(["red fish"], ids=["r"])
+    with pytest.raises(DuplicateIdError, match="upsert"):
+        idx.add(["blue fish"], ids=["r"])
+    assert idx.get(["r"])[0].text == "red fish"
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "positions"),
+    [
+        ([], EmptyInputError, []),
+        (["ok", "   "], EmptyInputError, [1]),
+        (["ok", ""], EmptyInputError, [1]),
+        (["ok", None], InvalidInputTypeError, [1]),
+        (["ok", 3], InvalidInputTypeError, [1]),
+    ],
+)
+def test_bad_items_store_nothing(
+    chroma_client: Any, collection_name: str, items: list[Any], error: type, positions: list[int]
+) -> None:
+    idx = make_index(chroma_client, collection_name)
+    idx.add(["already here"])
+    with pytest.raises(error) as err:
+        idx.add(items)
+    assert getattr(err.value, "positions", []) == positions
+    assert len(idx) == 1
+    assert idx.stats()["rows"] == 2  # the first document's rows only
+
+
+def test_bad_arguments(chroma_client: Any, collection_name: str) -> None:
+    idx = make_index(chroma_client, collection_name)
+    with pytest.raises(InvalidInputTypeError):
+        idx.add("a single string")
+    with pytest.raises(InvalidInputError, match="2 items but 1 ids"):
+        idx.add(["a", "b"], ids=["x"])
+    with pytest.raises(InvalidInputError, match="reserved|keys"):
+        idx.add(["a"], metadatas=[{"_lw_ver": 1}])
+    with pytest.raises(InvalidInputError, match="JSON"):
+        idx.add(["a"], metadatas=[{"when": object()}])
+    with pytest.raises(InvalidInputError):
+        idx.search("x", k=0)
+    assert len(idx) == 0
+
+
+def test_metadata_round_trips_exactly(chroma_client: Any, collection_name: str) -> None:
+    idx = make_index(chroma_client, collection_name)
+    meta = {"none": None, "nested": {"a": [1, {"b": 2}]}, "mixed": [1, "a"], "f": 1.5}
+    idx.add(["text with odd metadata"], ids=["m"], metadatas=[meta])
+    assert idx.get(["m"])[0].metadata == meta
+    assert idx.search("odd metadata", k=1, where={"f": 1.5})[0].metadata == meta
+
+
+class WrongDimEncoder(HashEncoder):
+    def _encode_document_batch(self, documents: list[Any]) -> list[torch.Tensor]:
+        out = super()._encode_document_batch(documents)
+        return [v[:, :16] if "bad" in d else v for v, d in zip(out, documents, strict=True)]
+
+
+def test_wrong_dimension_never_reaches_chroma(chroma_client: Any, collection_name: str) -> None:
+    idx = make_index(chroma_client, collection_name, WrongDimEncoder())
+    idx.add(["good one"])
+    with pytest.raises(DimensionMismatchError, match="position 1"):
+        idx.add(["good two", "bad three"])
+    assert len(idx) == 1
+    assert idx.stats()["rows"] == 2
+    with pytest.raises(DimensionMismatchError):
+        idx.search_vectors([torch.randn(3, 16)])
+
+
+def test_reopen_checks_encoder_and_settings(chroma_client: Any, collection_name: str) -> None:
+    make_index(chroma_client, collection_name, HashEncoder(dim=32)).add(["hello world"])
+    with pytest.raises(EncoderMismatchError) as err:
+        make_index(chroma_client, collection_name, HashEncoder(dim=24))
+    assert "dim=32" in str(err.value) and "dim=24" in str(err.value)
+    with pytest.raises(EncoderMismatchError, match="single"):
+        make_index(chroma_client, collection_name, HashEncoder(dim=32, single=True))
+    with pytest.raises(SettingsMismatchError, match="prototypes"):
+        make_index(chroma_client, collection_name, prototypes=3)
+    again = make_index(chroma_client, collection_name, HashEncoder(dim=32), prototypes=8)
+    assert again.search("hello", k=1)[0].text == "hello world"
+
+
+def test_single_vector_encoder_uses_the_same_index(chroma_client: Any, collection_name: str) -> None:
+    idx = make_index(chroma_client, collection_name, HashEncoder(single=True))
+    idx.add(ANIMALS)
+    assert idx.stats()["rows"] == len(ANIMALS)  # one row per document
+    assert idx.search("goldfish swim bowl", k=1)[0].text == ANIMALS[3]
+
+
+def test_streaming_holds_one_batch(chroma_client: Any, collection_name: str) -> None:
+    enc = HashEncoder()
+    idx = make_index(chroma_client, collection_name, enc, batch_size=10)
+    pulled = 0
+    ahead: list[int] = []
+
+    def corpus() -> Any:
+        nonlocal pulled
+        for i in range(45):
+            pulled += 1
+            ahead.append(pulled - 10 * enc.calls)
+            yield f"streamed document {i} with words w{i}"
+
+    ids = idx.add(corpus())
+    assert len(ids) == 45 == len(idx)
+    assert enc.calls == 5
+    assert max(ahead) <= 10  # never more than one batch pulled ahead of what was encoded
+
+
+def test_compression_and_pooling_settings(chroma_client: Any, collection_name: str) -> None:
+    words = " ".join(f"w{i}" for i in range(40))
+    enc = HashEncoder(dim=64)
+    idx = make_index(chroma_client, collection_name, enc, compression=2, pool_factor=2)
+    idx.add([words + f" doc{i}" for i in range(20)] + ANIMALS)
+    rec = idx.get([idx.ids()[0]], include_vectors=True)[0]
+    full = enc.encode_documents([rec.text or ""])[0]
+    assert rec.n_vectors == max(full.shape[0] // 2, 1)
+    # Reopen: the stored codec is read back and search still ranks the right document first.
+    again = LateInteractionIndex(None if False else enc, client=idx.client, collection=collection_name,
+                                 exact_below=0)
+    assert again.settings.compression == 2
+    assert again.search("goldfish swim in a small bowl", k=1)[0].text == ANIMALS[3]
+
+
+def test_open_with_stored_encoder_needs_loadable_source(chroma_client: Any, collection_name: str) -> None:
+    make_index(chroma_client, collection_name).add(["x y z"])
+    with pytest.raises(Exception, match="hash|encoder"):
+        LateInteractionIndex.open(collection_name, client=chroma_client)
+
+
+def test_new_collection_needs_encoder(chroma_client: Any, collection_name: str) -> None:
+    with pytest.raises(InvalidInputError, match="pass an encoder"):
+        LateInteractionIndex(client=chroma_client, collection=collection_name)
