@@ -29,8 +29,11 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def run_worker(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, str(WORKER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -102,7 +105,9 @@ def test_sigkill_at_a_random_moment(target: str, collection_name: str) -> None:
     assert_no_partial_documents(index)
 
 
-def test_reopen_in_another_process_gives_identical_results(target: str, collection_name: str) -> None:
+def test_reopen_in_another_process_gives_identical_results(
+    target: str, collection_name: str
+) -> None:
     writer = run_worker("write", target, collection_name, "120", "32")
     out, err = writer.communicate(timeout=180)
     assert writer.returncode == 0, err

@@ -32,8 +32,14 @@ ANIMALS = [
     "bees make honey from flowers",
     "a tortoise walks slowly to the pond",
 ]
-META = [{"kind": "mammal" if i in (0, 1, 4) else "other", "legs": [4, 4, 2, 0, 4, 2, 6, 4][i],
-         "tags": ["pet"] if i < 4 else ["wild"]} for i in range(len(ANIMALS))]
+META = [
+    {
+        "kind": "mammal" if i in (0, 1, 4) else "other",
+        "legs": [4, 4, 2, 0, 4, 2, 6, 4][i],
+        "tags": ["pet"] if i < 4 else ["wild"],
+    }
+    for i in range(len(ANIMALS))
+]
 
 
 def make_index(client: Any, name: str, encoder: Any = None, **kw: Any) -> LateInteractionIndex:
@@ -62,7 +68,8 @@ def test_add_search_get_len(index: LateInteractionIndex) -> None:
     d = enc.encode_documents([ANIMALS[3]])
     assert hits[0].score == pytest.approx(float(maxsim(q, d)[0, 0]), abs=2e-3)
     # matches: one matched document row per query vector
-    assert hits[0].matches is not None and len(hits[0].matches) == q[0].shape[0]
+    assert hits[0].matches is not None
+    assert len(hits[0].matches) == q[0].shape[0]
     rec = index.get(["a3", "missing", "a0"], include_vectors=True)
     assert [r.id for r in rec] == ["a3", "a0"]
     assert rec[0].vectors.shape == (rec[0].n_vectors, enc.dim)
@@ -144,7 +151,7 @@ def test_upsert_replaces_vectors_entirely(index: LateInteractionIndex) -> None:
     assert index.search("elephant", k=1)[0].id == "a0"
     # The old content no longer matches: "mat" only appeared in the old a0.
     hits = index.search("mat", k=8, exact=True)
-    old = [h for h in hits if h.id == "a0"][0]
+    old = next(h for h in hits if h.id == "a0")
     assert old.text == "an elephant never forgets"
     assert index.get(["a0"])[0].metadata == {"kind": "mammal"}
     assert index.search("cat sat on the mat", k=1, exact=True)[0].id != "a0"
@@ -207,7 +214,7 @@ def test_bad_arguments(chroma_client: Any, collection_name: str) -> None:
         idx.add("a single string")
     with pytest.raises(InvalidInputError, match="2 items but 1 ids"):
         idx.add(["a", "b"], ids=["x"])
-    with pytest.raises(InvalidInputError, match="reserved|keys"):
+    with pytest.raises(InvalidInputError, match=r"reserved|keys"):
         idx.add(["a"], metadatas=[{"_lw_ver": 1}])
     with pytest.raises(InvalidInputError, match="JSON"):
         idx.add(["a"], metadatas=[{"when": object()}])
@@ -245,7 +252,8 @@ def test_reopen_checks_encoder_and_settings(chroma_client: Any, collection_name:
     make_index(chroma_client, collection_name, HashEncoder(dim=32)).add(["hello world"])
     with pytest.raises(EncoderMismatchError) as err:
         make_index(chroma_client, collection_name, HashEncoder(dim=24))
-    assert "dim=32" in str(err.value) and "dim=24" in str(err.value)
+    assert "dim=32" in str(err.value)
+    assert "dim=24" in str(err.value)
     with pytest.raises(EncoderMismatchError, match="single"):
         make_index(chroma_client, collection_name, HashEncoder(dim=32, single=True))
     with pytest.raises(SettingsMismatchError, match="prototypes"):
@@ -254,7 +262,9 @@ def test_reopen_checks_encoder_and_settings(chroma_client: Any, collection_name:
     assert again.search("hello", k=1)[0].text == "hello world"
 
 
-def test_single_vector_encoder_uses_the_same_index(chroma_client: Any, collection_name: str) -> None:
+def test_single_vector_encoder_uses_the_same_index(
+    chroma_client: Any, collection_name: str
+) -> None:
     idx = make_index(chroma_client, collection_name, HashEncoder(single=True))
     idx.add(ANIMALS)
     assert idx.stats()["rows"] == len(ANIMALS)  # one row per document
@@ -289,15 +299,18 @@ def test_compression_and_pooling_settings(chroma_client: Any, collection_name: s
     full = enc.encode_documents([rec.text or ""])[0]
     assert rec.n_vectors == max(full.shape[0] // 2, 1)
     # Reopen: the stored codec is read back and search still ranks the right document first.
-    again = LateInteractionIndex(None if False else enc, client=idx.client, collection=collection_name,
-                                 exact_below=0)
+    again = LateInteractionIndex(
+        None if False else enc, client=idx.client, collection=collection_name, exact_below=0
+    )
     assert again.settings.compression == 2
     assert again.search("goldfish swim in a small bowl", k=1)[0].text == ANIMALS[3]
 
 
-def test_open_with_stored_encoder_needs_loadable_source(chroma_client: Any, collection_name: str) -> None:
+def test_open_with_stored_encoder_needs_loadable_source(
+    chroma_client: Any, collection_name: str
+) -> None:
     make_index(chroma_client, collection_name).add(["x y z"])
-    with pytest.raises(Exception, match="hash|encoder"):
+    with pytest.raises(Exception, match=r"hash|encoder"):
         LateInteractionIndex.open(collection_name, client=chroma_client)
 
 

@@ -15,15 +15,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from latewise import LateInteractionIndex  # noqa: E402
-from latewise.store.chroma import ChromaStore  # noqa: E402
-from tests.fixtures.hash_encoder import HashEncoder  # noqa: E402
+from latewise import LateInteractionIndex
+from latewise.store.chroma import ChromaStore
+from tests.fixtures.hash_encoder import HashEncoder
 
 QUERIES = ["topic 3 words", "document 17", "alpha beta", "w5 w9 w11"]
 
 
 def corpus(n: int) -> list[str]:
-    return [f"document {i} about topic {i % 13} with words w{i % 17} w{i % 5} alpha{i % 3}" for i in range(n)]
+    return [
+        f"document {i} about topic {i % 13} with words w{i % 17} w{i % 5} alpha{i % 3}"
+        for i in range(n)
+    ]
 
 
 def open_index(target: str, collection: str, batch: int = 256) -> LateInteractionIndex:

