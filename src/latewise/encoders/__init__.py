@@ -1,18 +1,51 @@
-"""Encoders: BERT (one vector per text), ColBERT (one per token), ColPali (one per patch)."""
+"""Encoders: BERT (one vector per text), ColBERT (one per token), ColPali (one per patch).
+
+Importing this package is cheap: each encoder module (and torch, transformers, colpali-engine
+with it) loads when its name is first used.
+"""
 
 from __future__ import annotations
 
-from latewise.encoders.base import Encoder, resolve_device
-from latewise.encoders.bert import BertEncoder
-from latewise.encoders.colbert import ColBERTEncoder
-from latewise.encoders.colpali import ColPaliEncoder
-from latewise.encoders.loader import load_encoder
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from latewise.encoders.base import Encoder, load_images, resolve_device, validate_texts
+
+if TYPE_CHECKING:
+    from latewise.encoders.bert import BertEncoder
+    from latewise.encoders.colbert import ColBERTEncoder
+    from latewise.encoders.colpali import ColPaliEncoder, PatchGrid
+    from latewise.encoders.loader import load_encoder
+
+_LAZY = {
+    "BertEncoder": "latewise.encoders.bert",
+    "ColBERTEncoder": "latewise.encoders.colbert",
+    "ColPaliEncoder": "latewise.encoders.colpali",
+    "PatchGrid": "latewise.encoders.colpali",
+    "load_encoder": "latewise.encoders.loader",
+}
 
 __all__ = [
     "BertEncoder",
     "ColBERTEncoder",
     "ColPaliEncoder",
     "Encoder",
+    "PatchGrid",
     "load_encoder",
+    "load_images",
     "resolve_device",
+    "validate_texts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latewise.encoders' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

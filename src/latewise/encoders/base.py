@@ -9,6 +9,7 @@ input order. Subclasses implement only ``_encode_query_batch`` / ``_encode_docum
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -147,6 +148,10 @@ class Encoder(ABC):
             mps, then cpu.
         torch_dtype: the dtype of the model weights (``torch.float32`` by default); outputs are
             always float32.
+        compute_dtype: ``"bfloat16"`` or ``"float16"`` runs the forward passes under
+            ``torch.autocast`` in that dtype (weights stay in ``torch_dtype``): about 2x faster
+            on CPUs with bf16 units (AVX512-BF16, AMX) and on GPUs, vectors within ~1e-2 of
+            float32. ``None`` (default): no autocast.
 
     Subclasses set ``modality`` (what ``encode_documents`` takes) and implement the two batch
     methods; everything else is shared.
@@ -164,6 +169,7 @@ class Encoder(ABC):
         show_progress_bar: bool | None = None,
         device: str | None = None,
         torch_dtype: torch.dtype | str | None = None,
+        compute_dtype: torch.dtype | str | None = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -172,6 +178,10 @@ class Encoder(ABC):
         self.show_progress_bar = show_progress_bar
         self.device = resolve_device(device)
         self.torch_dtype = _resolve_dtype(torch_dtype)
+        self.compute_dtype = _resolve_compute_dtype(compute_dtype, self.torch_dtype)
+        # Set by subclasses once the checkpoint is resolved (see ``fingerprint``).
+        self._model_id: str | None = None
+        self._checkpoint_digest: str | None = None
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -181,23 +191,39 @@ class Encoder(ABC):
         """The dimension of every output vector."""
 
     @property
+    def model_id(self) -> str:
+        """A portable name of the model: the hub id when known, else the checkpoint folder's name
+        (never an absolute path, so fingerprints compare across machines)."""
+        return self._model_id if self._model_id is not None else self.model_name_or_path
+
+    @property
     def fingerprint(self) -> dict[str, Any]:
-        """Everything that changes the vectors: model id/path, class, dim and settings.
+        """Everything that changes the vectors: encoder class, model, weights digest, dim, dtype
+        and the encoder's settings. A JSON-serialisable dict of plain values.
 
         Two encoders with equal fingerprints produce the same vectors. The index stores this with
         a collection and refuses to open it with an encoder whose fingerprint differs.
         """
-        return {
+        info: dict[str, Any] = {
             "encoder": type(self).__name__,
-            "model": self.model_name_or_path,
+            "model": self.model_id,
+            "checkpoint": self._checkpoint_digest,
             "dim": self.dim,
-            **self._settings(),
+            "torch_dtype": str(self.torch_dtype).removeprefix("torch."),
+            "compute_dtype": (
+                None
+                if self.compute_dtype is None
+                else str(self.compute_dtype).removeprefix("torch.")
+            ),
         }
+        info.update(self._settings())
+        return info
 
     @property
     def max_document_tokens(self) -> int | None:
-        """How many tokenizer tokens of a text document the encoder reads (``None``: no limit or
-        not a text encoder). Chunkers cut documents to this so nothing is silently truncated."""
+        """How many *text* tokens of a document (as counted by ``tokenizer`` without special
+        tokens) the encoder reads; special and marker tokens are not counted. ``None``: no limit
+        or not a text encoder. Chunkers cut documents to this so nothing is silently truncated."""
         return None
 
     @abstractmethod
@@ -211,6 +237,13 @@ class Encoder(ABC):
     def _settings(self) -> dict[str, Any]:
         """Settings (beyond model and dim) that change vectors; subclasses extend."""
         return {}
+
+    def query_tokens(self, queries: Sequence[str]) -> list[list[str]]:
+        """A label for every row ``encode_queries`` returns for each query, in row order.
+
+        Text encoders override this with token strings; this default labels rows by number.
+        """
+        return [[f"vector {i}" for i in range(v.shape[0])] for v in self.encode_queries(queries)]
 
     def encode_queries(
         self,
@@ -228,7 +261,7 @@ class Encoder(ABC):
         return self._run(
             texts,
             self._encode_query_batch,
-            [len(t) for t in texts],
+            self._text_lengths(texts),
             batch_size,
             show_progress_bar,
             "Encoding queries",
@@ -249,7 +282,7 @@ class Encoder(ABC):
         items: list[Any]
         if self.modality == "text":
             items = validate_texts(documents, "documents")
-            lengths = [len(t) for t in items]
+            lengths = self._text_lengths(items)
         else:
             items = load_images(documents, "documents")
             lengths = [im.width * im.height for im in items]
@@ -272,6 +305,19 @@ class Encoder(ABC):
 
     # -- shared machinery ---------------------------------------------------------------------
 
+    def _text_lengths(self, texts: list[str]) -> list[int]:
+        """Sort keys for batching: token counts when a fast tokenizer is at hand (batches of
+        similar token length waste little on padding: ~95% fill against ~78% when sorting by
+        characters on paragraphs), else character counts."""
+        tokenizer = self.tokenizer
+        if tokenizer is not None and getattr(tokenizer, "is_fast", False) and len(texts) > 1:
+            try:
+                ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+                return [len(x) for x in ids["input_ids"]]
+            except Exception:  # an exotic tokenizer: fall back to characters
+                logger.debug("token counting failed; sorting by characters", exc_info=True)
+        return [len(t) for t in texts]
+
     def _run(
         self,
         items: list[Any],
@@ -291,8 +337,11 @@ class Encoder(ABC):
         show = self._should_show_progress(show_progress_bar, len(starts))
         out: list[torch.Tensor | None] = [None] * len(items)
         progress = _progress(len(items), desc) if show else None
+        autocast: Any = contextlib.nullcontext()
+        if self.compute_dtype is not None:
+            autocast = torch.autocast(torch.device(self.device).type, dtype=self.compute_dtype)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 for start in starts:
                     idx = order[start : start + size]
                     vectors = fn([items[i] for i in idx])
@@ -313,7 +362,8 @@ class Encoder(ABC):
         return n_batches > 1 and logging.getLogger("latewise").getEffectiveLevel() <= logging.INFO
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model_name_or_path!r}, dim={self.dim}, device={self.device!r})"
+        name = type(self).__name__
+        return f"{name}({self.model_name_or_path!r}, dim={self.dim}, device={self.device!r})"
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -333,3 +383,18 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
             raise ValueError(f"unknown torch_dtype {dtype!r}; use e.g. 'float32' or 'bfloat16'")
         return resolved
     return dtype
+
+
+def _resolve_compute_dtype(
+    dtype: torch.dtype | str | None, weights: torch.dtype
+) -> torch.dtype | None:
+    import torch
+
+    if dtype is None:
+        return None
+    resolved = _resolve_dtype(dtype)
+    if resolved == weights:
+        return None  # autocast to the weights' own dtype changes nothing
+    if resolved not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"compute_dtype must be 'bfloat16', 'float16' or None, got {dtype!r}")
+    return resolved
