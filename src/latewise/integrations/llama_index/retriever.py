@@ -1,0 +1,541 @@
+"""``LateInteractionRetriever``: a LlamaIndex retriever over a latewise index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
+from llama_index.core.ingestion import run_transformations
+from llama_index.core.schema import (
+    BaseNode,
+    Document,
+    ImageNode,
+    IndexNode,
+    MetadataMode,
+    NodeRelationship,
+    NodeWithScore,
+    QueryBundle,
+    TransformComponent,
+)
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from latewise.errors import InvalidInputError, InvalidInputTypeError, StoreError
+from latewise.integrations.llama_index._filters import metadata_filters_to_where
+from latewise.integrations.llama_index._nodes import (
+    REF_DOC_KEY,
+    hit_to_node,
+    image_source,
+    nodes_to_documents,
+)
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
+    from latewise.encoders import Encoder
+    from latewise.index import LateInteractionIndex
+    from latewise.types import Hit
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PERSIST_FILENAME", "LateInteractionRetriever"]
+
+#: The file :meth:`LateInteractionRetriever.persist` writes in its folder.
+PERSIST_FILENAME = "latewise_retriever.json"
+_PERSIST_FORMAT = 1
+
+
+class LateInteractionRetriever(BaseRetriever):
+    """Retrieve LlamaIndex nodes from a latewise index by exact late-interaction (MaxSim) scores.
+
+    Works with every latewise encoder: BERT and ColBERT over text nodes, ColPali over page images
+    (results are ``ImageNode``\\ s a multimodal LLM can read). Nodes come back exactly as they
+    were inserted (id, text, metadata, relationships, excluded metadata keys, templates), with
+    the MaxSim score. The index lives in Chroma, so the retriever can be reopened by another
+    process (:meth:`persist` / :meth:`from_persist_dir`) and kept in step with the documents
+    (:meth:`insert`, :meth:`insert_nodes`, :meth:`delete_ref_doc`, :meth:`delete_nodes`).
+
+    Setup:
+        ``pip install 'latewise[llama-index]'`` (add ``[colpali]`` for page images).
+
+    Instantiate:
+        .. code-block:: python
+
+            from latewise import load_encoder
+            from latewise.integrations.llama_index import LateInteractionRetriever
+
+            retriever = LateInteractionRetriever.from_defaults(
+                documents=documents, encoder=load_encoder("minilm"), path="./.latewise",
+                collection="docs", similarity_top_k=5,
+            )
+            # or over an existing index:
+            retriever = LateInteractionRetriever(index=index, similarity_top_k=5)
+
+    Retrieve:
+        .. code-block:: python
+
+            nodes = retriever.retrieve("what is late interaction?")
+            nodes[0].node.text, nodes[0].score, nodes[0].node.ref_doc_id
+
+    Filter:
+        .. code-block:: python
+
+            from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
+
+            retriever.filters = MetadataFilters(
+                filters=[MetadataFilter(key="year", value=2020, operator=">=")]
+            )
+
+    Keep in step:
+        .. code-block:: python
+
+            retriever.insert(Document(text="...", metadata={"year": 2025}))
+            retriever.delete_ref_doc(document.doc_id)
+            retriever.persist("./storage")
+            retriever = LateInteractionRetriever.from_persist_dir("./storage")
+
+    Use in a query engine:
+        .. code-block:: python
+
+            from llama_index.core.query_engine import RetrieverQueryEngine
+
+            engine = RetrieverQueryEngine.from_args(retriever, node_postprocessors=[...])
+
+    Async:
+        ``await retriever.aretrieve(...)``, ``ainsert``, ``ainsert_nodes``, ``adelete_ref_doc``,
+        ``adelete_nodes``.
+
+    Args:
+        index: the :class:`~latewise.LateInteractionIndex` to search.
+        similarity_top_k: how many nodes to return.
+        filters: LlamaIndex ``MetadataFilters`` applied to every query (translated to Chroma
+            filters; an operator Chroma cannot express raises
+            :class:`~latewise.errors.FilterError` when the retriever is made or queried).
+        exact: score every (matching) node instead of the ANN candidates.
+        metadata_mode: which metadata is encoded with a node's text (``EMBED``, as LlamaIndex's
+            vector indexes do).
+        transformations: how :meth:`insert` turns documents into nodes (default: a
+            :class:`LateInteractionNodeParser` for text encoders; for ColPali, each image
+            document becomes one ``ImageNode``).
+        callback_manager, object_map, objects, verbose: as in LlamaIndex's ``BaseRetriever``.
+    """
+
+    def __init__(
+        self,
+        index: LateInteractionIndex,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        filters: MetadataFilters | None = None,
+        *,
+        exact: bool = False,
+        metadata_mode: MetadataMode = MetadataMode.EMBED,
+        transformations: Sequence[TransformComponent] | None = None,
+        callback_manager: CallbackManager | None = None,
+        object_map: dict[str, Any] | None = None,
+        objects: list[IndexNode] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        from latewise.index import LateInteractionIndex
+
+        if not isinstance(index, LateInteractionIndex):
+            raise InvalidInputTypeError(
+                f"index must be a latewise LateInteractionIndex, got {type(index).__name__}; "
+                "build one with LateInteractionRetriever.from_defaults(...)"
+            )
+        _check_top_k(similarity_top_k)
+        self.index = index
+        self.similarity_top_k = similarity_top_k
+        self.filters = filters
+        metadata_filters_to_where(filters)  # a filter Chroma cannot express fails now
+        self.exact = exact
+        self.metadata_mode = MetadataMode(metadata_mode)
+        self._transformations = list(transformations) if transformations is not None else None
+        super().__init__(
+            callback_manager=callback_manager,
+            object_map=object_map,
+            objects=objects,
+            verbose=verbose,
+        )
+
+    @classmethod
+    def from_defaults(
+        cls,
+        *,
+        index: LateInteractionIndex | None = None,
+        nodes: Sequence[BaseNode] | None = None,
+        documents: Sequence[Document] | None = None,
+        encoder: Encoder | str | None = None,
+        path: str | Path | None = None,
+        client: ClientAPI | None = None,
+        collection: str | None = None,
+        ephemeral: bool = False,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        filters: MetadataFilters | None = None,
+        exact: bool = False,
+        metadata_mode: MetadataMode = MetadataMode.EMBED,
+        transformations: Sequence[TransformComponent] | None = None,
+        node_parser: TransformComponent | None = None,
+        show_progress: bool = False,
+        index_kwargs: dict[str, Any] | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> LateInteractionRetriever:
+        """Build (or open) the index and the retriever, and add ``nodes`` or ``documents``.
+
+        Args:
+            index: an existing index (then ``encoder``, ``path``, ``client``, ``collection``
+                and ``index_kwargs`` must not be given).
+            nodes: nodes to add as they are.
+            documents: documents to split into nodes (see ``transformations``) and add.
+            encoder: a latewise encoder, or a name / path for
+                :func:`~latewise.load_encoder`; ``None`` reopens an existing collection with
+                the encoder stored with it.
+            path: folder of an embedded Chroma (default ``./.latewise``).
+            client: a Chroma client (e.g. ``chromadb.HttpClient`` for a server).
+            collection: the collection name (default ``"latewise"``).
+            ephemeral: keep the index in memory only.
+            similarity_top_k, filters, exact, metadata_mode: see the class.
+            transformations: turn ``documents`` into nodes (default: see the class).
+            node_parser: shorthand for ``transformations=[node_parser]``.
+            show_progress: show progress bars while parsing and indexing.
+            index_kwargs: more arguments for :class:`~latewise.LateInteractionIndex`
+                (``compression``, ``prototypes``, ``batch_size``, ``image_dir``...).
+            callback_manager, verbose: as in ``BaseRetriever``.
+
+        Raises:
+            InvalidInputError: both ``nodes`` and ``documents``, ``index`` with index
+                arguments, or ``node_parser`` with ``transformations``.
+        """
+        if nodes is not None and documents is not None:
+            raise InvalidInputError("pass nodes= or documents=, not both")
+        if node_parser is not None:
+            if transformations is not None:
+                raise InvalidInputError("pass transformations= or node_parser=, not both")
+            transformations = [node_parser]
+        if index is None:
+            from latewise.index import DEFAULT_COLLECTION, LateInteractionIndex
+
+            index = LateInteractionIndex(
+                encoder,
+                path=path,
+                client=client,
+                collection=collection or DEFAULT_COLLECTION,
+                ephemeral=ephemeral,
+                **(index_kwargs or {}),
+            )
+        elif (
+            any(v is not None for v in (encoder, path, client, collection, index_kwargs))
+            or ephemeral
+        ):
+            raise InvalidInputError(
+                "index= was given together with arguments that build an index (encoder, path, "
+                "client, collection, ephemeral, index_kwargs); pass one or the other"
+            )
+        retriever = cls(
+            index=index,
+            similarity_top_k=similarity_top_k,
+            filters=filters,
+            exact=exact,
+            metadata_mode=metadata_mode,
+            transformations=transformations,
+            callback_manager=callback_manager,
+            verbose=verbose,
+        )
+        if documents is not None:
+            retriever.insert_documents(documents, show_progress=show_progress)
+        elif nodes is not None:
+            retriever.insert_nodes(nodes, show_progress=show_progress)
+        return retriever
+
+    # -- retrieval ------------------------------------------------------------------------------
+
+    def _where(self) -> dict[str, Any] | None:
+        return metadata_filters_to_where(self.filters)
+
+    def _to_nodes(self, hits: list[Hit]) -> list[NodeWithScore]:
+        return [NodeWithScore(node=hit_to_node(h), score=h.score) for h in hits]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        _check_top_k(self.similarity_top_k)
+        hits = self.index.search(
+            query_bundle.query_str, k=self.similarity_top_k, where=self._where(), exact=self.exact
+        )
+        return self._to_nodes(hits)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        _check_top_k(self.similarity_top_k)
+        hits = await self.index.asearch(
+            query_bundle.query_str, self.similarity_top_k, where=self._where(), exact=self.exact
+        )
+        return self._to_nodes(hits)
+
+    # -- keeping the index in step --------------------------------------------------------------
+
+    @property
+    def transformations(self) -> list[TransformComponent]:
+        """How documents become nodes (built on first use for the index's encoder)."""
+        if self._transformations is None:
+            if self.index.encoder.modality == "image":
+                self._transformations = []
+            else:
+                from latewise.integrations.llama_index.node_parser import (
+                    LateInteractionNodeParser,
+                )
+
+                self._transformations = [
+                    LateInteractionNodeParser(
+                        self.index.encoder,
+                        metadata_mode=self.metadata_mode,
+                        callback_manager=self.callback_manager,
+                    )
+                ]
+        return self._transformations
+
+    def parse_documents(
+        self, documents: Sequence[Document], *, show_progress: bool = False
+    ) -> list[BaseNode]:
+        """Turn documents into the nodes :meth:`insert` would add."""
+        if isinstance(documents, BaseNode) or not isinstance(documents, Sequence):
+            raise InvalidInputTypeError(
+                f"documents must be a list of LlamaIndex documents, got {type(documents).__name__}"
+            )
+        transformations = self.transformations
+        if self.index.encoder.modality == "image" and not transformations:
+            return [_image_node_from_document(d, i) for i, d in enumerate(documents)]
+        return list(
+            run_transformations(list(documents), transformations, show_progress=show_progress)
+        )
+
+    def insert_nodes(self, nodes: Sequence[BaseNode], *, show_progress: bool = False) -> list[str]:
+        """Add nodes (replacing nodes with the same id); returns their ids."""
+        if isinstance(nodes, Sequence) and not isinstance(nodes, BaseNode) and len(nodes) == 0:
+            return []
+        items, ids, metadatas = nodes_to_documents(nodes, self.index, self.metadata_mode)
+        return self.index.upsert(
+            items, ids=ids, metadatas=metadatas, show_progress_bar=show_progress or None
+        )
+
+    async def ainsert_nodes(
+        self, nodes: Sequence[BaseNode], *, show_progress: bool = False
+    ) -> list[str]:
+        """Async :meth:`insert_nodes`."""
+        return await asyncio.to_thread(self.insert_nodes, nodes, show_progress=show_progress)
+
+    def insert_documents(
+        self, documents: Sequence[Document], *, show_progress: bool = False
+    ) -> list[str]:
+        """Split documents into nodes and add them; returns the node ids."""
+        nodes = self.parse_documents(documents, show_progress=show_progress)
+        return self.insert_nodes(nodes, show_progress=show_progress)
+
+    def insert(self, document: Document, *, show_progress: bool = False) -> list[str]:
+        """Split one document into nodes and add them; returns the node ids."""
+        if not isinstance(document, Document):
+            raise InvalidInputTypeError(
+                f"insert() takes one LlamaIndex Document, got {type(document).__name__}; "
+                "use insert_nodes() for nodes"
+            )
+        return self.insert_documents([document], show_progress=show_progress)
+
+    async def ainsert(self, document: Document, *, show_progress: bool = False) -> list[str]:
+        """Async :meth:`insert`."""
+        return await asyncio.to_thread(self.insert, document, show_progress=show_progress)
+
+    def delete_ref_doc(self, ref_doc_id: str) -> int:
+        """Delete every node of the source document ``ref_doc_id``; returns how many."""
+        if not isinstance(ref_doc_id, str) or not ref_doc_id:
+            raise InvalidInputTypeError(
+                f"ref_doc_id must be a non-empty string, got {ref_doc_id!r}"
+            )
+        return self.index.delete(where={REF_DOC_KEY: ref_doc_id})
+
+    async def adelete_ref_doc(self, ref_doc_id: str) -> int:
+        """Async :meth:`delete_ref_doc`."""
+        return await asyncio.to_thread(self.delete_ref_doc, ref_doc_id)
+
+    def delete_nodes(self, node_ids: Sequence[str]) -> int:
+        """Delete nodes by id (unknown ids are ignored); returns how many were deleted."""
+        if isinstance(node_ids, str):
+            raise InvalidInputTypeError("node_ids must be a list of ids, got a single string")
+        if not node_ids:
+            return 0
+        return self.index.delete(list(node_ids))
+
+    async def adelete_nodes(self, node_ids: Sequence[str]) -> int:
+        """Async :meth:`delete_nodes`."""
+        return await asyncio.to_thread(self.delete_nodes, node_ids)
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def persist(self, persist_dir: str | Path) -> None:
+        """Write what reopens this retriever to ``persist_dir/latewise_retriever.json``.
+
+        The nodes themselves already live in Chroma; the file records the collection, where
+        Chroma is (the embedded folder, or a server's host and port; never credentials) and the
+        retriever's settings (``similarity_top_k``, ``filters``, ``exact``, ``metadata_mode``).
+
+        Raises:
+            InvalidInputError: the index is in memory only (nothing to reopen).
+        """
+        folder = Path(persist_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {
+            "format": _PERSIST_FORMAT,
+            "collection": self.index.name,
+            "chroma": _chroma_location(self.index),
+            "image_dir": str(Path(self.index.image_dir).resolve()),
+            "similarity_top_k": self.similarity_top_k,
+            "filters": self.filters.model_dump(mode="json") if self.filters else None,
+            "exact": self.exact,
+            "metadata_mode": self.metadata_mode.value,
+        }
+        target = folder / PERSIST_FILENAME
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.replace(target)
+
+    @classmethod
+    def from_persist_dir(
+        cls,
+        persist_dir: str | Path,
+        encoder: Encoder | str | None = None,
+        *,
+        client: ClientAPI | None = None,
+        **kwargs: Any,
+    ) -> LateInteractionRetriever:
+        """Reopen a retriever saved with :meth:`persist`.
+
+        Args:
+            persist_dir: the folder given to :meth:`persist`.
+            encoder: the encoder (``None`` loads the one stored with the collection).
+            client: a Chroma client to use instead of the recorded location (e.g. a server
+                that needs credentials).
+            **kwargs: override retriever settings (``similarity_top_k``, ``filters``...).
+
+        Raises:
+            InvalidInputError: the folder holds no saved retriever.
+        """
+        from latewise.index import LateInteractionIndex
+
+        target = Path(persist_dir) / PERSIST_FILENAME
+        try:
+            data = json.loads(target.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidInputError(
+                f"{str(target)!r} does not exist: persist_dir holds no saved retriever "
+                "(save one with retriever.persist(persist_dir))"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read {str(target)!r}: {exc}") from exc
+        if int(data.get("format", 0)) > _PERSIST_FORMAT:
+            raise StoreError(f"{str(target)!r} was written by a newer latewise; upgrade latewise")
+        location = data["chroma"]
+        index_args: dict[str, Any] = {"collection": data["collection"]}
+        if data.get("image_dir"):
+            index_args["image_dir"] = data["image_dir"]
+        if client is not None:
+            index_args["client"] = client
+        elif location["type"] == "persistent":
+            index_args["path"] = location["path"]
+        else:
+            index_args["client"] = _http_client(location)
+        index = LateInteractionIndex(encoder, **index_args)
+        settings: dict[str, Any] = {
+            "similarity_top_k": data.get("similarity_top_k", DEFAULT_SIMILARITY_TOP_K),
+            "filters": (
+                MetadataFilters.model_validate(data["filters"]) if data.get("filters") else None
+            ),
+            "exact": bool(data.get("exact", False)),
+            "metadata_mode": MetadataMode(data.get("metadata_mode", MetadataMode.EMBED.value)),
+        }
+        settings.update(kwargs)
+        return cls(index=index, **settings)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _check_top_k(value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"similarity_top_k must be a positive integer, got {value!r}")
+
+
+def _image_node_from_document(document: Document, position: int) -> ImageNode:
+    """One ImageNode per image document (ColPali encodes a whole page at once); its id is
+    derived from the document's, so indexing the same document again replaces it."""
+    if not isinstance(document, BaseNode):
+        raise InvalidInputTypeError(
+            f"documents must be LlamaIndex documents; got {type(document).__name__} at "
+            f"position {position}",
+            [position],
+        )
+    source = image_source(document, position)
+    image: dict[str, Any] = {}
+    if isinstance(source, bytes):
+        import base64
+
+        image["image"] = base64.b64encode(source).decode("ascii")
+    else:
+        image["image_path"] = source
+    if isinstance(document, ImageNode):
+        image["image_mimetype"] = document.image_mimetype
+    else:
+        resource = getattr(document, "image_resource", None)
+        if resource is not None:
+            image["image_mimetype"] = resource.mimetype
+    return ImageNode(
+        id_=f"{document.id_}#image",
+        text=document.get_content(metadata_mode=MetadataMode.NONE),
+        metadata=dict(document.metadata),
+        excluded_embed_metadata_keys=list(document.excluded_embed_metadata_keys),
+        excluded_llm_metadata_keys=list(document.excluded_llm_metadata_keys),
+        metadata_separator=document.metadata_separator,
+        metadata_template=document.metadata_template,
+        text_template=getattr(document, "text_template", "{metadata_str}\n\n{content}"),
+        relationships={NodeRelationship.SOURCE: document.as_related_node_info()},
+        **image,
+    )
+
+
+def _chroma_location(index: LateInteractionIndex) -> dict[str, Any]:
+    if index.path is not None:
+        return {"type": "persistent", "path": str(Path(index.path).resolve())}
+    settings = index.client.get_settings()
+    if settings.is_persistent:
+        return {"type": "persistent", "path": str(Path(settings.persist_directory).resolve())}
+    impl = str(settings.chroma_api_impl or "")
+    if impl.endswith("FastAPI") and settings.chroma_server_host:
+        return {
+            "type": "http",
+            "host": settings.chroma_server_host,
+            "port": int(settings.chroma_server_http_port or 8000),
+            "ssl": bool(settings.chroma_server_ssl_enabled),
+            "tenant": getattr(index.client, "tenant", None),
+            "database": getattr(index.client, "database", None),
+        }
+    raise InvalidInputError(
+        f"collection {index.name!r} is in memory only (an ephemeral Chroma client), so there is "
+        "nothing to reopen; build the index with path= or a Chroma server client to persist it"
+    )
+
+
+def _http_client(location: dict[str, Any]) -> ClientAPI:
+    import chromadb
+    from chromadb.config import Settings
+
+    kwargs: dict[str, Any] = {}
+    for key in ("tenant", "database"):
+        if location.get(key):
+            kwargs[key] = location[key]
+    return chromadb.HttpClient(
+        host=location["host"],
+        port=int(location["port"]),
+        ssl=bool(location.get("ssl", False)),
+        settings=Settings(anonymized_telemetry=False),
+        **kwargs,
+    )
