@@ -15,6 +15,7 @@ from latewise.errors import (
     CheckpointError,
     DimensionMismatchError,
     DocumentNotFoundError,
+    DuplicateIdError,
     EmptyInputError,
     EncoderMismatchError,
     FileIngestError,
@@ -24,9 +25,10 @@ from latewise.errors import (
     InvalidInputTypeError,
     LatewiseError,
     MissingDependencyError,
+    SettingsMismatchError,
     StoreError,
 )
-from latewise.types import Hit, PageRef
+from latewise.types import Hit, PageRef, Record
 
 if TYPE_CHECKING:
     from latewise.encoders import (
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
         Encoder,
         load_encoder,
     )
-    from latewise.index import LateInteractionIndex
+    from latewise.index import IndexSettings, LateInteractionIndex
     from latewise.scoring import PackedVectors, maxsim, top_k
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -51,6 +53,7 @@ _LAZY = {
     "top_k": "latewise.scoring",
     "PackedVectors": "latewise.scoring",
     "LateInteractionIndex": "latewise.index",
+    "IndexSettings": "latewise.index",
 }
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "ColPaliEncoder",
     "DimensionMismatchError",
     "DocumentNotFoundError",
+    "DuplicateIdError",
     "EmptyInputError",
     "Encoder",
     "EncoderMismatchError",
@@ -67,6 +71,7 @@ __all__ = [
     "FilterError",
     "Hit",
     "ImageLoadError",
+    "IndexSettings",
     "InvalidInputError",
     "InvalidInputTypeError",
     "LateInteractionIndex",
@@ -74,6 +79,8 @@ __all__ = [
     "MissingDependencyError",
     "PackedVectors",
     "PageRef",
+    "Record",
+    "SettingsMismatchError",
     "StoreError",
     "__version__",
     "load_encoder",

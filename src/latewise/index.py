@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexSettings", "LateInteractionIndex"]
+__all__ = ["IndexSettings", "LateInteractionIndex", "WriteStats"]
 
 DEFAULT_PATH = ".latewise"
 DEFAULT_COLLECTION = "latewise"
@@ -103,6 +103,17 @@ class IndexSettings:
             prototypes=int(data.get("prototypes", 8)),
             hnsw=tuple(sorted(dict(data.get("hnsw", {})).items())),
         )
+
+
+@dataclass
+class WriteStats:
+    """Counts of what an index object wrote: documents (re)encoded and stored, their vectors,
+    first-stage rows and stored vector bytes. Documents skipped as unchanged are not counted."""
+
+    documents: int = 0
+    vectors: int = 0
+    rows: int = 0
+    bytes: int = 0
 
 
 @dataclass
@@ -242,6 +253,8 @@ class LateInteractionIndex:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_size = 0
         self._codec: VectorCodec | None = None
+        #: What this index object has written so far (documents, vectors, rows, bytes).
+        self.written = WriteStats()
         self.image_dir = (
             Path(image_dir)
             if image_dir is not None
@@ -574,6 +587,10 @@ class LateInteractionIndex:
                 self.store.delete_rows(stale)
             for rec in records:
                 self._remember(rec)
+            self.written.documents += len(records)
+            self.written.vectors += sum(r.n_vectors for r in records)
+            self.written.rows += sum(r.n_rows for r in records)
+            self.written.bytes += sum(len(r.blob) for r in records)
 
     def _encode_documents(self, items: list[Any], positions: list[int]) -> list[torch.Tensor]:
         try:

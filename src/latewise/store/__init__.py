@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-from latewise.store.chroma import ChromaStore, DocRecord, RowHit, validate_collection_name
+from latewise.store.chroma import (
+    ChromaStore,
+    DocRecord,
+    RowHit,
+    list_latewise_collections,
+    validate_collection_name,
+)
 
-__all__ = ["ChromaStore", "DocRecord", "RowHit", "validate_collection_name"]
+__all__ = [
+    "ChromaStore",
+    "DocRecord",
+    "RowHit",
+    "list_latewise_collections",
+    "validate_collection_name",
+]

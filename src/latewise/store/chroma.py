@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChromaStore", "DocRecord", "RowHit", "validate_collection_name"]
+__all__ = [
+    "ChromaStore",
+    "DocRecord",
+    "RowHit",
+    "list_latewise_collections",
+    "validate_collection_name",
+]
 
 RESERVED_PREFIX = "_lw_"
 VECTORS_SUFFIX = "__lw_vectors"
@@ -449,6 +455,26 @@ class ChromaStore:
         if self._meta is None:
             raise StoreError(f"collection {self.name!r} is not open")
         return self._meta
+
+
+def list_latewise_collections(client: ClientAPI) -> dict[str, dict[str, Any]]:
+    """The latewise collections in a Chroma client: name -> stored config (and a count)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in client.list_collections():
+        name = c if isinstance(c, str) else c.name
+        if name.endswith((VECTORS_SUFFIX, META_SUFFIX)):
+            continue
+        col = client.get_collection(name, embedding_function=None)
+        raw = (col.metadata or {}).get(CONFIG_KEY)
+        if raw is None:
+            continue
+        try:
+            config = json.loads(raw)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        config["documents"] = int(col.count())
+        out[name] = config
+    return dict(sorted(out.items()))
 
 
 def _parts(items: list[str], size: int) -> Iterator[list[str]]:
