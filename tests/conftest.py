@@ -10,4 +10,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.pop("TIKTOKEN_CACHE_DIR", None)
 
-pytest_plugins = ["tests.fixtures.text_models", "tests.fixtures.colpali_models"]
+pytest_plugins = [
+    "tests.fixtures.text_models",
+    "tests.fixtures.colpali_models",
+    "tests.fixtures.documents",
+    "tests.fixtures.hash_encoder",
+    "tests.fixtures.chroma_server",
+]
