@@ -1064,7 +1064,8 @@ class LateInteractionIndex:
         mode = validate_error_mode(errors)
         extra, _ = _check_metadata(metadata, 0)
         report = IngestReport()
-        renderer = PageRenderer(dpi=dpi, image_dir=self.image_dir, password=password)
+        image_dir = self.image_dir if self.encoder.modality == "image" else None
+        renderer = PageRenderer(dpi=dpi, image_dir=image_dir, password=password)
         handlers: dict[str, Any]
         if self.encoder.modality == "image":
 

