@@ -929,19 +929,20 @@ class LateInteractionIndex:
     ) -> list[Hit]:
         if not entries:
             return []
-        from latewise.scoring import PackedVectors, maxsim, maxsim_matches
+        from latewise.scoring import maxsim_flat
 
         codec = self._stored_codec()
         flat, offsets = codec.decode_docs_flat([e.blob for _, e in entries])
-        docs = PackedVectors(flat, offsets)
-        scores = maxsim([query], docs)[0].tolist()
+        scores_t, sim = maxsim_flat(query, flat, offsets)
+        scores = scores_t.tolist()
         # Best first; equal scores in id order, so results do not depend on storage order.
         order = sorted(range(len(entries)), key=lambda j: (-scores[j], entries[j][0]))[:k]
+        starts = offsets.tolist()
         hits: list[Hit] = []
         for rank, j in enumerate(order):
             score = scores[j]
             doc_id, e = entries[j]
-            _, matches = maxsim_matches(query, docs[j])
+            matches = sim[starts[j] : starts[j + 1]].argmax(0)
             hits.append(
                 Hit(
                     id=doc_id,

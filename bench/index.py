@@ -1,0 +1,212 @@
+"""Index benchmark: indexing speed (encode vs store), query latency, recall of two-stage search.
+
+Two corpora, each indexed into a fresh embedded Chroma:
+
+- ``minilm``: real text — Python docstrings (the standard library's known-item set, padded with
+  docstrings of installed packages) encoded by the bundled all-MiniLM-L6-v2 as a zero-shot ColBERT
+  encoder (384-d, one vector per token);
+- ``synthetic``: 128-d multi-vectors with topical structure (documents of 50-300 tokens drawn
+  from a vocabulary of token clusters; each query is 32 noisy tokens of one document).
+
+For each it prints documents/s with the time split into encoding and storing, query latency
+p50/p95 (two-stage search, encoded queries; and end to end for text), recall@10 of the two-stage
+search against exact (exhaustive) MaxSim, and ends with a one-line summary of the ratios.
+
+    python bench/index.py                       # 20k documents each (MiniLM takes a while)
+    python bench/index.py --docs 2000 --corpus synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bench._common import summary_line  # noqa: E402
+from latewise import LateInteractionIndex, load_encoder  # noqa: E402
+from latewise.encoders.base import Encoder  # noqa: E402
+
+
+class TimedEncoder:
+    """Wraps an encoder's ``encode_documents`` to add up the time spent encoding."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.seconds = 0.0
+        original = encoder.encode_documents
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        encoder.encode_documents = timed  # type: ignore[method-assign]
+
+
+class SyntheticEncoder(Encoder):
+    """Serves pre-generated multi-vectors: document ``"syn:i"`` -> ``docs[i]``."""
+
+    def __init__(self, docs: Sequence[torch.Tensor], dim: int) -> None:
+        super().__init__("synthetic", device="cpu")
+        self.docs = docs
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
+        return [[f"#{j}" for j in range(self.docs[int(d[4:])].shape[0])] for d in documents]
+
+    def _encode_query_batch(self, queries: list[str]) -> list[torch.Tensor]:
+        raise ValueError("synthetic queries are passed as vectors")
+
+    def _encode_document_batch(self, documents: list[Any]) -> list[torch.Tensor]:
+        return [self.docs[int(d[4:])] for d in documents]
+
+
+def synthetic(n_docs: int, n_queries: int, dim: int = 128, seed: int = 0) -> tuple[
+    list[torch.Tensor], list[torch.Tensor]
+]:
+    """Documents of 50-300 tokens over 4096 token clusters (Zipf-like); 32-token queries, each
+    made of noisy tokens of one document."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.nn.functional.normalize(torch.randn(4096, dim, generator=g), dim=-1)
+    weights = 1.0 / torch.arange(1, 4097, dtype=torch.float32) ** 0.8
+    topics = torch.nn.functional.normalize(torch.randn(64, dim, generator=g), dim=-1)
+    docs = []
+    for _ in range(n_docs):
+        n = int(torch.randint(50, 301, (1,), generator=g))
+        ids = torch.multinomial(weights, n, replacement=True, generator=g)
+        topic = topics[int(torch.randint(0, 64, (1,), generator=g))]
+        v = centers[ids] + 0.35 * torch.randn(n, dim, generator=g) / dim**0.5 + 0.3 * topic
+        docs.append(torch.nn.functional.normalize(v, dim=-1))
+    queries = []
+    for _ in range(n_queries):
+        d = docs[int(torch.randint(0, n_docs, (1,), generator=g))]
+        rows = torch.randint(0, d.shape[0], (32,), generator=g)
+        q = d[rows] + 0.5 * torch.randn(32, dim, generator=g) / dim**0.5
+        queries.append(torch.nn.functional.normalize(q, dim=-1))
+    return docs, queries
+
+
+def text_corpus(n_docs: int, n_queries: int) -> tuple[list[str], list[str], list[int]]:
+    """Docstring documents (known-item queries from the standard library first)."""
+    from bench.corpus import extra_docstrings
+    from bench.datasets import stdlib_docstrings
+
+    labelled = stdlib_docstrings()
+    docs = list(labelled.documents[:n_docs])
+    if len(docs) < n_docs:
+        docs += extra_docstrings(n_docs - len(docs), exclude=set(docs))
+    pairs = [(q, r) for q, r in zip(labelled.queries, labelled.relevant, strict=True) if r < len(docs)]
+    step = max(1, len(pairs) // n_queries)
+    chosen = pairs[::step][:n_queries]
+    return docs, [q for q, _ in chosen], [r for _, r in chosen]
+
+
+def run(
+    name: str,
+    encoder: Encoder,
+    items: Sequence[Any],
+    query_vectors: Sequence[torch.Tensor],
+    query_texts: Sequence[str] | None,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    timed = TimedEncoder(encoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = LateInteractionIndex(
+            encoder, path=Path(tmp) / "db", collection=f"bench-{name}",
+            compression=args.compression, prototypes=args.prototypes,
+            batch_size=args.batch_size,
+        )
+        ids = [f"d{i}" for i in range(len(items))]
+        start = time.perf_counter()
+        index.add(items, ids=ids, show_progress_bar=args.progress)
+        total = time.perf_counter() - start
+        encode = timed.seconds
+        store = total - encode
+        stats = index.stats()
+        print(f"[{name}] indexed {len(items)} docs in {total:.1f}s: "
+              f"{len(items) / total:.1f} docs/s; encode {encode:.1f}s "
+              f"({len(items) / max(encode, 1e-9):.1f} docs/s), store {store:.1f}s "
+              f"({len(items) / max(store, 1e-9):.1f} docs/s, {stats['rows']} first-stage rows)")
+        # Warm up (first query after opening loads Chroma's HNSW index).
+        index.search_vectors(query_vectors[:2], k=10)
+        lat = []
+        approx = []
+        for q in query_vectors:
+            t = time.perf_counter()
+            approx.append(index.search_vectors([q], k=10)[0])
+            lat.append(time.perf_counter() - t)
+        exact = index.search_vectors(query_vectors, k=10, exact=True)
+        recall = statistics.mean(
+            len({h.id for h in a} & {h.id for h in e}) / max(1, len(e))
+            for a, e in zip(approx, exact, strict=True)
+        )
+        lat_sorted = sorted(lat)
+        p50 = lat_sorted[len(lat) // 2] * 1000
+        p95 = lat_sorted[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000
+        print(f"[{name}] search (encoded query, k=10): p50 {p50:.1f} ms, p95 {p95:.1f} ms; "
+              f"recall@10 vs exact {recall:.3f} over {len(query_vectors)} queries")
+        out = {"docs_s": len(items) / total, "store_over_encode": store / max(encode, 1e-9),
+               "p50": p50, "p95": p95, "recall": recall}
+        if query_texts:
+            lat2 = []
+            for q in query_texts[:50]:
+                t = time.perf_counter()
+                index.search(q, k=10)
+                lat2.append(time.perf_counter() - t)
+            lat2.sort()
+            out["p50_e2e"] = lat2[len(lat2) // 2] * 1000
+            print(f"[{name}] search end to end (text query incl. encoding): "
+                  f"p50 {out['p50_e2e']:.1f} ms")
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--corpus", choices=["both", "minilm", "synthetic"], default="both")
+    parser.add_argument("--compression", type=int, default=None, choices=[1, 2, 4])
+    parser.add_argument("--prototypes", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict[str, dict[str, float]] = {}
+    if args.corpus in ("both", "synthetic"):
+        docs, queries = synthetic(args.docs, args.queries)
+        results["synthetic"] = run(
+            "synthetic", SyntheticEncoder(docs, 128), [f"syn:{i}" for i in range(len(docs))],
+            queries, None, args,
+        )
+    if args.corpus in ("both", "minilm"):
+        encoder = load_encoder("minilm")
+        texts, queries_text, _ = text_corpus(args.docs, args.queries)
+        qv = encoder.encode_queries(queries_text)
+        results["minilm"] = run("minilm", encoder, texts, qv, queries_text, args)
+    items = {}
+    for name, r in results.items():
+        items[f"{name} recall@10"] = f"{r['recall']:.3f}"
+        items[f"{name} p50"] = f"{r['p50']:.0f}ms"
+        items[f"{name} store/encode"] = f"{r['store_over_encode']:.2f}"
+    print(summary_line("bench/index.py", items))
+
+
+if __name__ == "__main__":
+    main()

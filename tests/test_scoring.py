@@ -1,0 +1,435 @@
+"""Exact MaxSim: against a naive per-pair loop, padding, chunking, subsets, bf16, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latewise.errors import (
+    DimensionMismatchError,
+    EmptyInputError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    LatewiseError,
+)
+from latewise.scoring import MaxSimScorer, PackedVectors, maxsim, maxsim_matches, top_k
+
+BF16_UNIT = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
+
+
+def naive(queries: list[torch.Tensor], docs: list[torch.Tensor]) -> torch.Tensor:
+    """The definition, one pair at a time, in float64."""
+    out = torch.empty(len(queries), len(docs), dtype=torch.float64)
+    for i, q in enumerate(queries):
+        for j, d in enumerate(docs):
+            out[i, j] = (q.double() @ d.double().t()).max(dim=1).values.sum()
+    return out
+
+
+def bf16_bound(queries: list[torch.Tensor], docs: list[torch.Tensor]) -> torch.Tensor:
+    """A bound on |bf16 MaxSim - exact| per pair: inputs and outputs rounded to bf16."""
+    out = torch.empty(len(queries), len(docs), dtype=torch.float64)
+    per_row = 4 * BF16_UNIT  # 2u (inputs) + u (output) + slack for fp32 accumulation
+    for i, q in enumerate(queries):
+        qn = q.double().norm(dim=1)
+        for j, d in enumerate(docs):
+            dn = d.double().norm(dim=1).max()
+            out[i, j] = (per_row * qn * dn).sum() + 1e-6
+    return out
+
+
+def rand_items(
+    gen: torch.Generator, lengths: list[int], dim: int, scale: float = 1.0
+) -> list[torch.Tensor]:
+    return [torch.randn(n, dim, generator=gen) * scale for n in lengths]
+
+
+# -- property test against the naive loop --------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    q_lengths=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+    d_lengths=st.lists(st.integers(1, 70), min_size=1, max_size=9),
+    dim=st.integers(1, 24),
+    chunk_tokens=st.one_of(st.none(), st.integers(1, 80)),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    packed=st.booleans(),
+    shift=st.floats(-2.0, 2.0),
+)
+def test_matches_naive_loop(
+    seed: int,
+    q_lengths: list[int],
+    d_lengths: list[int],
+    dim: int,
+    chunk_tokens: int | None,
+    dtype: torch.dtype,
+    packed: bool,
+    shift: float,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    queries = rand_items(gen, q_lengths, dim)
+    # A shift pushes similarities to mostly positive or mostly negative values.
+    docs = [d + shift * queries[0].mean(0) for d in rand_items(gen, d_lengths, dim)]
+    documents = PackedVectors.from_list(docs) if packed else docs
+    got = maxsim(queries, documents, dtype=dtype, chunk_tokens=chunk_tokens)
+    assert got.dtype == torch.float32
+    assert got.shape == (len(queries), len(docs))
+    if dtype == torch.float32:
+        want = naive(queries, docs)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    else:
+        want = naive(queries, docs)
+        assert ((got.double() - want).abs() <= bf16_bound(queries, docs)).all()
+    # Any subset, in any order, with repeats, gives the same columns.
+    pick = torch.randint(0, len(docs), (5,), generator=gen)
+    sub = maxsim(queries, documents, dtype=dtype, chunk_tokens=chunk_tokens, doc_indices=pick)
+    torch.testing.assert_close(sub, got[:, pick], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_dtypes_match_naive_on_a_mixed_corpus(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(1)
+    lengths = [1, 2, 3, 15, 16, 17, 31, 33, 64, 65, 100, 130, 257, 1, 1]
+    docs = rand_items(gen, lengths, 32)
+    queries = rand_items(gen, [1, 5, 32], 32)
+    got = maxsim(queries, [d.to(dtype) for d in docs])
+    torch.testing.assert_close(got.double(), naive(queries, docs), rtol=1e-6, atol=1e-5)
+
+
+def test_large_corpus_in_cache_sized_blocks_matches_naive() -> None:
+    """Big enough for several chunks, worker threads and cache-sized float32 blocks."""
+    gen = torch.Generator().manual_seed(14)
+    lengths = torch.randint(1, 300, (90,), generator=gen).tolist()
+    docs = rand_items(gen, lengths, 128)
+    queries = rand_items(gen, [32, 9], 128)
+    want = naive(queries, docs)
+    for chunk in (None, 3_000):
+        got = maxsim(queries, PackedVectors.from_list(docs), chunk_tokens=chunk)
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-4)
+
+
+# -- padding must never be scored -----------------------------------------------------------------
+
+
+def test_all_negative_similarities() -> None:
+    """Zero padding would win every max here; only real vectors may."""
+    gen = torch.Generator().manual_seed(2)
+    dim = 16
+    queries = [torch.rand(n, dim, generator=gen) + 0.1 for n in (1, 4, 7)]  # all positive
+    # All negative, lengths chosen to fall between bucket steps (17 -> 18, 33 -> 34, 70 -> 72).
+    lengths = [1, 3, 17, 33, 70, 2, 5]
+    docs = [-(torch.rand(n, dim, generator=gen) + 0.1) for n in lengths]
+    want = naive(queries, docs)
+    assert (want < 0).all()
+    zero_padded = torch.nn.utils.rnn.pad_sequence(docs, batch_first=True)
+    wrong = torch.stack(
+        [torch.einsum("nd,csd->cns", q, zero_padded).amax(2).sum(1) for q in queries]
+    )
+    assert not torch.allclose(wrong.double(), want, atol=1e-3)  # what padded-as-0 scorers return
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 0.1)):
+        for chunk in (None, 1, 5, 40):
+            got = maxsim(queries, docs, dtype=dtype, chunk_tokens=chunk)
+            torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)
+            assert (got < 0).all()
+
+
+# -- chunking ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 2, 7, 64, 10_000])
+def test_chunk_boundaries(chunk_tokens: int) -> None:
+    gen = torch.Generator().manual_seed(3)
+    lengths = [50, 1, 7, 8, 9, 120, 3, 64]  # several longer than the smaller chunks
+    docs = rand_items(gen, lengths, 12)
+    queries = rand_items(gen, [3, 6], 12)
+    want = naive(queries, docs)
+    packed = PackedVectors.from_list(docs)
+    scorer = MaxSimScorer(packed, chunk_tokens=chunk_tokens)
+    subset = [5, 0, 0, 7, 1]
+    # Subset before the bucketed copy exists (gathers from the packed vectors) ...
+    before = scorer.score(queries, doc_indices=subset)
+    full = scorer.score(queries)
+    # ... and after (gathers from the bucketed copy).
+    after = scorer.score(queries, doc_indices=subset)
+    torch.testing.assert_close(full.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(before, full[:, subset], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(after, full[:, subset], rtol=1e-6, atol=1e-6)
+
+
+def test_scratch_memory_is_bounded_and_reused() -> None:
+    gen = torch.Generator().manual_seed(4)
+    docs = PackedVectors.from_list(rand_items(gen, [40] * 50, 8))
+    q = rand_items(gen, [5], 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # score on this thread only, so every buffer is counted once
+    try:
+        scorer = MaxSimScorer(docs, chunk_tokens=64)
+        scorer.score(q)
+        scorer.score(q, doc_indices=[3, 4])
+        first = scorer.scratch_bytes
+        # Similarity blocks never exceed chunk_tokens x query rows (64 x 5 floats); the rest is
+        # one gathered block for subsets (64 x 8) and per-document results (50 + 2 + 1).
+        assert first <= 4 * (64 * 5 + 64 * 8 + 53 + 5)
+        scorer.score(q)
+        scorer.score(q, doc_indices=[9, 1])
+        assert scorer.scratch_bytes == first  # nothing new allocated for later queries
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_worker_threads_leave_torch_settings_alone() -> None:
+    """Chunks run on single-threaded workers; the caller's thread count must not change."""
+    gen = torch.Generator().manual_seed(13)
+    docs = rand_items(gen, [30, 70, 5, 200, 64] * 6, 16)
+    q = rand_items(gen, [7, 7], 16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # a size no earlier test used: a fresh pool starts now
+        pooled = maxsim(q, docs, chunk_tokens=100)  # many chunks: spread over 3 workers
+        seen: list[int] = []
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+        assert torch.get_num_threads() == 3
+        assert seen == [3]  # the process-wide default a new thread gets is untouched
+        torch.set_num_threads(1)
+        inline = maxsim(q, docs, chunk_tokens=100)  # same chunks, on the calling thread
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(pooled, inline, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pooled.double(), naive(q, docs), rtol=0, atol=1e-5)
+
+
+def test_many_queries_of_mixed_lengths_and_large_batches() -> None:
+    gen = torch.Generator().manual_seed(5)
+    docs = rand_items(gen, [3, 40, 17, 1, 90], 8)
+    mixed = rand_items(gen, [1, 4, 32, 2], 8)
+    torch.testing.assert_close(maxsim(mixed, docs).double(), naive(mixed, docs), atol=1e-5, rtol=0)
+    many = rand_items(gen, [30] * 40, 8)  # 1,200 query rows: scored in several groups
+    torch.testing.assert_close(maxsim(many, docs).double(), naive(many, docs), atol=1e-4, rtol=0)
+
+
+def test_inputs_that_require_grad() -> None:
+    gen = torch.Generator().manual_seed(15)
+    q = torch.randn(4, 8, generator=gen).requires_grad_()
+    docs = [torch.randn(n, 8, generator=gen).requires_grad_() for n in (3, 9)]
+    got = maxsim([q], docs)
+    assert not got.requires_grad
+    torch.testing.assert_close(got.double(), naive([q.detach()], [d.detach() for d in docs]))
+
+
+def test_tensor_input_forms() -> None:
+    gen = torch.Generator().manual_seed(6)
+    q = torch.randn(4, 8, generator=gen)
+    d3 = torch.randn(3, 5, 8, generator=gen)  # three documents of five rows
+    want = naive([q], list(d3))
+    torch.testing.assert_close(maxsim(q, d3).double(), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(maxsim(q[None], list(d3)).double(), want, atol=1e-5, rtol=0)
+    single = maxsim(q, d3[0])
+    assert single.shape == (1, 1)
+
+
+# -- bf16 -------------------------------------------------------------------------------------
+
+
+def test_bf16_and_fp32_agree_on_rankings() -> None:
+    gen = torch.Generator().manual_seed(7)
+    lengths = torch.randint(20, 120, (1500,), generator=gen).tolist()
+    docs = PackedVectors.from_list(
+        [torch.nn.functional.normalize(t, dim=1) for t in rand_items(gen, lengths, 64)]
+    )
+    queries = [torch.nn.functional.normalize(t, dim=1) for t in rand_items(gen, [32] * 3, 64)]
+    exact = maxsim(queries, docs)
+    fast = maxsim(queries, docs, dtype=torch.bfloat16)
+    assert (fast - exact).abs().max() < 0.05
+    ranks_exact = exact.argsort(dim=1).argsort(dim=1).double()
+    ranks_fast = fast.argsort(dim=1).argsort(dim=1).double()
+    for i in range(len(queries)):
+        spearman = torch.corrcoef(torch.stack([ranks_exact[i], ranks_fast[i]]))[0, 1]
+        assert spearman > 0.999
+    # bf16 scoring + exact float32 rescoring of the best candidates: the float32 top-10.
+    values, indices = docs.scorer(torch.bfloat16).top_k(queries, 10)
+    want_values, want_indices = top_k(exact, 10)
+    assert torch.equal(indices, want_indices)
+    torch.testing.assert_close(values, want_values, atol=1e-5, rtol=0)
+
+
+def test_float32_scorer_top_k_is_plain_top_k() -> None:
+    gen = torch.Generator().manual_seed(8)
+    docs = rand_items(gen, [5, 9, 2, 7], 6)
+    q = rand_items(gen, [3], 6)
+    values, indices = MaxSimScorer(docs).top_k(q, 3)
+    want = top_k(maxsim(q, docs), 3)
+    assert torch.equal(indices, want[1])
+    torch.testing.assert_close(values, want[0])
+
+
+# -- top_k ------------------------------------------------------------------------------------
+
+
+def test_top_k() -> None:
+    scores = torch.tensor([[0.1, 0.9, -0.5, 0.3], [2.0, -1.0, 0.0, 1.0]])
+    values, indices = top_k(scores, 2)
+    assert indices.tolist() == [[1, 3], [0, 3]]
+    torch.testing.assert_close(values, torch.tensor([[0.9, 0.3], [2.0, 1.0]]))
+    values, indices = top_k(scores[0], 10)  # 1-D input, k larger than the number of documents
+    assert indices.tolist() == [[1, 3, 0, 2]]
+    with pytest.raises(InvalidInputError):
+        top_k(scores, 0)
+    with pytest.raises(InvalidInputTypeError):
+        top_k(scores, 2.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputTypeError):
+        top_k([[0.1, 0.2]], 1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        top_k(torch.zeros(2, 2, 2), 1)
+
+
+# -- subsets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_subset_scoring_equals_full_columns(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(9)
+    lengths = torch.randint(1, 200, (300,), generator=gen).tolist()
+    docs = PackedVectors.from_list(rand_items(gen, lengths, 32))
+    queries = rand_items(gen, [32, 8], 32)
+    pick = torch.randint(0, 300, (60,), generator=gen)
+    cold = maxsim(queries, docs, dtype=dtype, doc_indices=pick)  # no bucketed copy yet
+    full = maxsim(queries, docs, dtype=dtype)
+    warm = maxsim(queries, docs, dtype=dtype, doc_indices=pick.tolist())
+    from_numpy = maxsim(queries, docs, dtype=dtype, doc_indices=pick.numpy())
+    torch.testing.assert_close(cold, full[:, pick], atol=1e-5, rtol=0)
+    torch.testing.assert_close(warm, full[:, pick], atol=1e-5, rtol=0)
+    torch.testing.assert_close(from_numpy, warm, atol=0, rtol=0)
+    selected = docs.select(pick)
+    assert len(selected) == 60
+    assert torch.equal(selected[3], docs[int(pick[3])])
+    torch.testing.assert_close(
+        maxsim(queries, selected, dtype=dtype), full[:, pick], atol=1e-5, rtol=0
+    )
+
+
+# -- maxsim_matches ---------------------------------------------------------------------------
+
+
+def test_maxsim_matches() -> None:
+    gen = torch.Generator().manual_seed(10)
+    q = torch.randn(6, 8, generator=gen)
+    d = torch.randn(11, 8, generator=gen)
+    score, matches = maxsim_matches(q, d)
+    sim = q @ d.t()
+    assert matches.tolist() == sim.argmax(dim=1).tolist()
+    assert score == pytest.approx(float(maxsim(q, d)), abs=1e-5)
+    d_neg = -(torch.rand(4, 8, generator=gen) + 0.1)
+    score_neg, _ = maxsim_matches(torch.rand(2, 8, generator=gen) + 0.1, d_neg)
+    assert score_neg < 0
+    with pytest.raises(DimensionMismatchError):
+        maxsim_matches(q, torch.randn(3, 7))
+    with pytest.raises(EmptyInputError):
+        maxsim_matches(q, torch.randn(0, 8))
+    with pytest.raises(InvalidInputError):
+        maxsim_matches(q[0], d)
+    with pytest.raises(InvalidInputTypeError):
+        maxsim_matches(q, d.tolist())  # type: ignore[arg-type]
+
+
+# -- PackedVectors ----------------------------------------------------------------------------
+
+
+def test_packed_vectors_round_trip_and_cache() -> None:
+    gen = torch.Generator().manual_seed(11)
+    items = rand_items(gen, [3, 1, 4], 5)
+    packed = PackedVectors.from_list(items)
+    assert len(packed) == 3
+    assert packed.dim == 5
+    assert packed.lengths.tolist() == [3, 1, 4]
+    assert all(torch.equal(a, b) for a, b in zip(packed.to_list(), items, strict=True))
+    assert torch.equal(packed[-1], items[2])
+    assert packed.to(torch.bfloat16).vectors.dtype == torch.bfloat16
+    scorer = packed.scorer()
+    assert packed.scorer() is scorer  # cached: the bucketed copy is built once
+    maxsim(items[:1], packed)
+    assert scorer.nbytes > 0
+    packed.clear_cache()
+    assert packed.scorer() is not scorer
+    direct = PackedVectors(packed.vectors, torch.tensor([0, 3, 4, 8], dtype=torch.int32))
+    assert direct.offsets.dtype == torch.int64
+
+
+def test_concurrent_scoring_from_threads() -> None:
+    gen = torch.Generator().manual_seed(12)
+    docs = PackedVectors.from_list(rand_items(gen, [30, 7, 12, 90] * 20, 16))
+    queries = [rand_items(gen, [n], 16) for n in (3, 9, 32, 5)]
+    want = [maxsim(q, docs) for q in queries]
+    got: dict[int, torch.Tensor] = {}
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            got[i] = maxsim(queries[i], docs)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(queries))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, w in enumerate(want):
+        torch.testing.assert_close(got[i], w)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_typed_errors() -> None:
+    good = [torch.randn(3, 8)]
+    with pytest.raises(DimensionMismatchError, match="dim 8 but documents have dim 7"):
+        maxsim(good, [torch.randn(2, 7)])
+    with pytest.raises(DimensionMismatchError, match="positions \\[1\\]"):
+        maxsim(good, [torch.randn(2, 8), torch.randn(2, 9)])
+    with pytest.raises(EmptyInputError):
+        maxsim(good, [])
+    with pytest.raises(EmptyInputError):
+        maxsim([], good)
+    with pytest.raises(EmptyInputError) as empty:
+        maxsim(good, [torch.randn(2, 8), torch.randn(0, 8)])
+    assert empty.value.positions == [1]
+    with pytest.raises(InvalidInputTypeError) as wrong:
+        maxsim(good, [torch.randn(2, 8), None])  # type: ignore[list-item]
+    assert wrong.value.positions == [1]
+    with pytest.raises(InvalidInputTypeError):
+        maxsim(good, "not vectors")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputTypeError):
+        maxsim(good, 3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        maxsim(good, [torch.randn(8)])
+    with pytest.raises(InvalidInputError):
+        maxsim(good, torch.randn(2, 2, 2, 8))
+    with pytest.raises(InvalidInputTypeError):
+        maxsim(good, good, dtype=torch.int64)
+    with pytest.raises(InvalidInputError):
+        maxsim(good, good, chunk_tokens=0)
+    with pytest.raises(InvalidInputError) as out_of_range:
+        maxsim(good, good * 3, doc_indices=[0, 3, -1])
+    assert out_of_range.value.positions == [1, 2]
+    with pytest.raises(InvalidInputTypeError):
+        maxsim(good, good, doc_indices=[0.5])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputTypeError):
+        maxsim(good, good, doc_indices=torch.tensor([0.0]))
+    with pytest.raises(EmptyInputError):
+        maxsim(good, good, doc_indices=[])
+    with pytest.raises(InvalidInputError):
+        PackedVectors(torch.randn(5, 4), torch.tensor([0, 2, 6]))
+    with pytest.raises(EmptyInputError):
+        PackedVectors(torch.randn(5, 4), torch.tensor([0, 2, 2, 5]))
+    with pytest.raises(InvalidInputError):
+        MaxSimScorer(good).score(good, out=torch.empty(2, 2))
+    # Every one of them is a LatewiseError and a built-in ValueError / TypeError.
+    with pytest.raises(LatewiseError):
+        maxsim(good, [])
+    with pytest.raises(ValueError, match="encode both with the same encoder"):
+        maxsim(good, [torch.randn(2, 7)])
