@@ -92,8 +92,9 @@ def _scipy_hierarchy() -> tuple[object, object]:
     try:
         from scipy.cluster.hierarchy import fcluster, linkage
     except ImportError as exc:
-        raise MissingDependencyError.for_extra(
-            "scipy", "colpali", "hierarchical token pooling"
+        raise MissingDependencyError(
+            "hierarchical token pooling needs scipy, a dependency of latewise that is missing; "
+            "reinstall latewise or run: pip install scipy"
         ) from exc
     return linkage, fcluster
 
