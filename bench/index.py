@@ -29,29 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from bench._common import summary_line  # noqa: E402
-from latewise import LateInteractionIndex, load_encoder  # noqa: E402
-from latewise.encoders.base import Encoder  # noqa: E402
-
-
-class TimedEncoder:
-    """Wraps an encoder's ``encode_documents`` to add up the time spent encoding."""
-
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
-        self.seconds = 0.0
-        original = encoder.encode_documents
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        encoder.encode_documents = timed  # type: ignore[method-assign]
+from bench._common import summary_line
+from latewise import LateInteractionIndex, load_encoder
+from latewise.encoders.base import Encoder
 
 
 class SyntheticEncoder(Encoder):
@@ -76,9 +58,9 @@ class SyntheticEncoder(Encoder):
         return [self.docs[int(d[4:])] for d in documents]
 
 
-def synthetic(n_docs: int, n_queries: int, dim: int = 128, seed: int = 0) -> tuple[
-    list[torch.Tensor], list[torch.Tensor]
-]:
+def synthetic(
+    n_docs: int, n_queries: int, dim: int = 128, seed: int = 0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Documents of 50-300 tokens over 4096 token clusters (Zipf-like); 32-token queries, each
     made of noisy tokens of one document."""
     g = torch.Generator().manual_seed(seed)
@@ -110,7 +92,9 @@ def text_corpus(n_docs: int, n_queries: int) -> tuple[list[str], list[str], list
     docs = list(labelled.documents[:n_docs])
     if len(docs) < n_docs:
         docs += extra_docstrings(n_docs - len(docs), exclude=set(docs))
-    pairs = [(q, r) for q, r in zip(labelled.queries, labelled.relevant, strict=True) if r < len(docs)]
+    pairs = [
+        (q, r) for q, r in zip(labelled.queries, labelled.relevant, strict=True) if r < len(docs)
+    ]
     step = max(1, len(pairs) // n_queries)
     chosen = pairs[::step][:n_queries]
     return docs, [q for q, _ in chosen], [r for _, r in chosen]
@@ -124,24 +108,29 @@ def run(
     query_texts: Sequence[str] | None,
     args: argparse.Namespace,
 ) -> dict[str, float]:
-    timed = TimedEncoder(encoder)
     with tempfile.TemporaryDirectory() as tmp:
         index = LateInteractionIndex(
-            encoder, path=Path(tmp) / "db", collection=f"bench-{name}",
-            compression=args.compression, prototypes=args.prototypes,
+            encoder,
+            path=Path(tmp) / "db",
+            collection=f"bench-{name}",
+            compression=args.compression,
+            prototypes=args.prototypes,
             batch_size=args.batch_size,
         )
         ids = [f"d{i}" for i in range(len(items))]
         start = time.perf_counter()
         index.add(items, ids=ids, show_progress_bar=args.progress)
         total = time.perf_counter() - start
-        encode = timed.seconds
-        store = total - encode
-        stats = index.stats()
-        print(f"[{name}] indexed {len(items)} docs in {total:.1f}s: "
-              f"{len(items) / total:.1f} docs/s; encode {encode:.1f}s "
-              f"({len(items) / max(encode, 1e-9):.1f} docs/s), store {store:.1f}s "
-              f"({len(items) / max(store, 1e-9):.1f} docs/s, {stats['rows']} first-stage rows)")
+        w = index.written
+        encode = w.encode_seconds
+        store = total - encode  # everything that is not the model: prototypes, codec, Chroma
+        print(
+            f"[{name}] indexed {len(items)} docs in {total:.1f}s: "
+            f"{len(items) / total:.1f} docs/s; encode {encode:.1f}s "
+            f"({len(items) / max(encode, 1e-9):.1f} docs/s), store {store:.1f}s "
+            f"(prototypes/codec {w.prepare_seconds:.1f}s, Chroma {w.store_seconds:.1f}s; "
+            f"{w.rows} first-stage rows, {w.bytes / w.vectors:.0f} bytes/vector stored)"
+        )
         # Warm up (first query after opening loads Chroma's HNSW index).
         index.search_vectors(query_vectors[:2], k=10)
         lat = []
@@ -158,10 +147,17 @@ def run(
         lat_sorted = sorted(lat)
         p50 = lat_sorted[len(lat) // 2] * 1000
         p95 = lat_sorted[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000
-        print(f"[{name}] search (encoded query, k=10): p50 {p50:.1f} ms, p95 {p95:.1f} ms; "
-              f"recall@10 vs exact {recall:.3f} over {len(query_vectors)} queries")
-        out = {"docs_s": len(items) / total, "store_over_encode": store / max(encode, 1e-9),
-               "p50": p50, "p95": p95, "recall": recall}
+        print(
+            f"[{name}] search (encoded query, k=10): p50 {p50:.1f} ms, p95 {p95:.1f} ms; "
+            f"recall@10 vs exact {recall:.3f} over {len(query_vectors)} queries"
+        )
+        out = {
+            "docs_s": len(items) / total,
+            "store_over_encode": store / max(encode, 1e-9),
+            "p50": p50,
+            "p95": p95,
+            "recall": recall,
+        }
         if query_texts:
             lat2 = []
             for q in query_texts[:50]:
@@ -170,8 +166,10 @@ def run(
                 lat2.append(time.perf_counter() - t)
             lat2.sort()
             out["p50_e2e"] = lat2[len(lat2) // 2] * 1000
-            print(f"[{name}] search end to end (text query incl. encoding): "
-                  f"p50 {out['p50_e2e']:.1f} ms")
+            print(
+                f"[{name}] search end to end (text query incl. encoding): "
+                f"p50 {out['p50_e2e']:.1f} ms"
+            )
         return out
 
 
@@ -192,8 +190,12 @@ def main() -> None:
     if args.corpus in ("both", "synthetic"):
         docs, queries = synthetic(args.docs, args.queries)
         results["synthetic"] = run(
-            "synthetic", SyntheticEncoder(docs, 128), [f"syn:{i}" for i in range(len(docs))],
-            queries, None, args,
+            "synthetic",
+            SyntheticEncoder(docs, 128),
+            [f"syn:{i}" for i in range(len(docs))],
+            queries,
+            None,
+            args,
         )
     if args.corpus in ("both", "minilm"):
         encoder = load_encoder("minilm")

@@ -26,7 +26,7 @@ def page_index(tmp_path: Path, encoder: Any, **kw: Any) -> LateInteractionIndex:
         path=tmp_path / "db",
         collection="pages",
         image_dir=tmp_path / "pages",
-        exact_below=0,
+        n_rerank=2,
         **kw,
     )
 
@@ -143,7 +143,7 @@ def test_text_files_chunked_with_the_encoders_tokenizer(tmp_path: Path) -> None:
     )
     make_text_pdf(folder / "paper.pdf", ["Dogs bark at the mail carrier.", "Parrots repeat words."])
     (folder / "skip.bin").write_bytes(b"\x00\x01")
-    index = LateInteractionIndex(encoder, path=tmp_path / "db", collection="text", exact_below=0)
+    index = LateInteractionIndex(encoder, path=tmp_path / "db", collection="text", n_rerank=2)
     report = index.add_files([folder])
     assert report.ok, report.summary()
     chunks = [r for r in index.get(index.ids()) if r.metadata["file_name"] == "long.md"]

@@ -43,7 +43,7 @@ META = [
 
 
 def make_index(client: Any, name: str, encoder: Any = None, **kw: Any) -> LateInteractionIndex:
-    kw.setdefault("exact_below", 0)  # always exercise the two-stage path
+    kw.setdefault("n_rerank", 2)  # fewer candidates than documents: the first stage must choose
     return LateInteractionIndex(encoder or HashEncoder(), client=client, collection=name, **kw)
 
 
@@ -118,12 +118,22 @@ def test_filters(index: LateInteractionIndex, where: dict[str, Any], expected: s
     assert set(index.ids(where)) == expected
 
 
-def test_filter_pushed_into_the_first_stage(index: LateInteractionIndex) -> None:
-    # With exact_below=0 and many matching docs, the filter goes to Chroma's ANN query.
-    index.exact_below = 0
-    hits = index.search("cats", k=8, where={"tags": {"$contains": "pet"}})
+@pytest.mark.parametrize("scan_bytes", [1 << 30, 0])
+def test_both_first_stages_respect_filters(
+    chroma_client: Any, collection_name: str, scan_bytes: int
+) -> None:
+    # scan_bytes=0: candidates come from Chroma's HNSW query with the filter pushed down;
+    # otherwise from the in-memory prototype scan restricted to the ids Chroma's filter returns.
+    idx = make_index(chroma_client, collection_name, scan_bytes=scan_bytes, n_rerank=2)
+    idx.add(ANIMALS, ids=[f"a{i}" for i in range(len(ANIMALS))], metadatas=META)
+    assert idx.stats()["first_stage"] == (
+        "Chroma HNSW" if scan_bytes == 0 else "in-memory prototypes"
+    )
+    hits = idx.search("cats", k=2, where={"tags": {"$contains": "pet"}})
     assert {h.id for h in hits} <= {"a0", "a1", "a2", "a3"}
     assert hits[0].id in {"a0", "a1"}
+    hits = idx.search("goldfish swim in a small bowl", k=1)
+    assert hits[0].id == "a3"
 
 
 @pytest.mark.parametrize(
@@ -299,9 +309,7 @@ def test_compression_and_pooling_settings(chroma_client: Any, collection_name: s
     full = enc.encode_documents([rec.text or ""])[0]
     assert rec.n_vectors == max(full.shape[0] // 2, 1)
     # Reopen: the stored codec is read back and search still ranks the right document first.
-    again = LateInteractionIndex(
-        None if False else enc, client=idx.client, collection=collection_name, exact_below=0
-    )
+    again = LateInteractionIndex(enc, client=idx.client, collection=collection_name)
     assert again.settings.compression == 2
     assert again.search("goldfish swim in a small bowl", k=1)[0].text == ANIMALS[3]
 

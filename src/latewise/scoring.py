@@ -55,11 +55,11 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
 __all__ = [
-    "maxsim_flat",
     "DEFAULT_CHUNK_TOKENS",
     "MaxSimScorer",
     "PackedVectors",
     "maxsim",
+    "maxsim_flat",
     "maxsim_matches",
     "top_k",
 ]
@@ -1004,7 +1004,11 @@ def maxsim(
 
 
 def maxsim_flat(
-    query: torch.Tensor, vectors: torch.Tensor, offsets: torch.Tensor
+    query: torch.Tensor,
+    vectors: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact MaxSim of one query against a small, ad-hoc set of documents stored flat.
 
@@ -1017,6 +1021,8 @@ def maxsim_flat(
         query: ``[n_q, dim]``.
         vectors: ``[total_rows, dim]``, document ``i`` being ``vectors[offsets[i]:offsets[i+1]]``.
         offsets: ``[n_docs + 1]`` int64, ascending, starting at 0; every document non-empty.
+        dtype: the compute dtype (``torch.bfloat16`` is 2-4x faster on CPUs with bf16 units and
+            keeps scores within ~1e-2: re-score the best documents in float32 for exact values).
 
     Returns:
         ``(scores, similarities)``: float32 ``[n_docs]`` scores and the ``[total_rows, n_q]``
@@ -1031,7 +1037,7 @@ def maxsim_flat(
     if bool((lengths <= 0).any()):
         raise EmptyInputError("every document needs at least one vector")
     n_docs, n_q = int(lengths.numel()), int(query.shape[0])
-    sim = vectors.float() @ query.float().t()
+    sim = (vectors.to(dtype) @ query.to(dtype).t()).float()
     owner = torch.repeat_interleave(torch.arange(n_docs), lengths).unsqueeze(1).expand(-1, n_q)
     best = torch.empty(n_docs, n_q, dtype=torch.float32)
     best.scatter_reduce_(0, owner, sim, "amax", include_self=False)

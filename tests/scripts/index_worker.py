@@ -30,7 +30,7 @@ def corpus(n: int) -> list[str]:
 
 
 def open_index(target: str, collection: str, batch: int = 256) -> LateInteractionIndex:
-    kw: dict[str, Any] = {"collection": collection, "batch_size": batch, "exact_below": 0}
+    kw: dict[str, Any] = {"collection": collection, "batch_size": batch, "n_rerank": 8}
     if ":" in target and not Path(target).exists():
         import chromadb
 

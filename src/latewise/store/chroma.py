@@ -1,24 +1,28 @@
 """The Chroma layout of a latewise collection.
 
-Chroma keeps one vector per record, so one latewise collection ``NAME`` is three Chroma collections:
+Chroma keeps one vector per record, so one latewise collection ``NAME`` is four Chroma
+collections:
 
 ``NAME`` (the documents)
-    One record per document, the source of truth: its id is the document id, its Chroma
+    One small record per document, the source of truth: its id is the document id, its Chroma
     ``document`` the text, its metadata the user's filterable metadata plus latewise's own keys
-    (all starting with ``_lw_``): the version ``_lw_ver``, the full multi-vector as a base64 blob
-    ``_lw_mv``, the exact user metadata as JSON ``_lw_meta``, the page reference ``_lw_page`` and
-    the number of first-stage rows ``_lw_rows``. Its embedding is the document's mean vector.
-    The collection's own metadata holds the encoder fingerprint and the index settings.
+    (all starting with ``_lw_``): the version ``_lw_ver``, the vector and row counts, the exact
+    user metadata as JSON ``_lw_meta`` and the page reference ``_lw_page``. ``where`` filters run
+    here and on the first-stage rows.
 ``NAME__lw_vectors`` (the first stage)
     A few "prototype" vectors per document, each a record ``{doc}#{ver}#{j}`` carrying the
-    document id, its version and a copy of its filterable metadata, so Chroma's HNSW search and
-    ``where`` filters find candidates.
+    document id, its version and a copy of its filterable metadata, indexed by Chroma's HNSW.
+``NAME__lw_blobs``
+    The document's full multi-vector (float16 or residual codes) as one base64 blob, in a record
+    ``{doc}#{ver}``: written once, never changed, read for exact scoring.
 ``NAME__lw_meta``
-    Binary state too large for collection metadata (the compression codec), chunked.
+    Binary state too large for collection metadata (the compression codec, chunked) and the
+    collection's write generation, which tells other processes that their caches are stale.
 
-Writes go first-stage rows first, the document record last, so a document exists exactly when its
-record in ``NAME`` exists: a crash in between leaves rows no document claims, which searches
-ignore (their version matches no document) and a later write of the same document overwrites.
+Writes go rows and blobs first, the document record last, so a document exists exactly when its
+record in ``NAME`` exists: a crash in between leaves rows and blobs that no document claims (their
+version matches no document), which searches ignore and a later write of the same content
+overwrites.
 
 This module knows Chroma and bytes, never models or tensors.
 """
@@ -29,6 +33,7 @@ import base64
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,13 +57,16 @@ __all__ = [
 
 RESERVED_PREFIX = "_lw_"
 VECTORS_SUFFIX = "__lw_vectors"
+BLOBS_SUFFIX = "__lw_blobs"
 META_SUFFIX = "__lw_meta"
+_SUFFIXES = (VECTORS_SUFFIX, BLOBS_SUFFIX, META_SUFFIX)
 CONFIG_KEY = "latewise"
-#: Bumped when the on-disk layout changes incompatibly.
-FORMAT_VERSION = 1
+_GENERATION_ID = "generation"
 _BLOB_CHUNK = 4_000_000  # characters of base64 per record in the meta collection
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
-_MAX_NAME = 512 - len(VECTORS_SUFFIX)
+_MAX_NAME = 512 - max(len(s) for s in _SUFFIXES)
+#: Records that are only looked up by id get a constant one-dimensional embedding.
+_ONE: list[float] = [1.0]
 
 
 def validate_collection_name(name: str) -> str:
@@ -68,28 +76,29 @@ def validate_collection_name(name: str) -> str:
         or not _NAME_RE.match(name)
         or len(name) > _MAX_NAME
         or ".." in name
+        or name.endswith(_SUFFIXES)
     ):
         raise InvalidInputError(
-            f"invalid collection name {name!r}: use 3-{_MAX_NAME} characters from letters, digits, "
-            "'.', '_' and '-', starting and ending with a letter or digit"
+            f"invalid collection name {name!r}: use 3-{_MAX_NAME} characters from letters, "
+            "digits, '.', '_' and '-', starting and ending with a letter or digit"
         )
     return name
 
 
 @dataclass
 class DocRecord:
-    """One document as stored: everything but its first-stage rows.
+    """One document as stored.
 
     Attributes:
         id: the document id.
-        ver: a digest of the content, metadata and encoder; names the document's row set.
+        ver: a digest of the content, metadata and encoder; names the document's rows and blob.
         text: the text (``None`` for page images).
         metadata: the user's metadata, exactly as given (JSON round trip).
         page: the page reference as a plain dict, for page documents.
-        blob: the encoded multi-vector (see ``latewise.compression``).
         n_vectors: how many vectors the blob holds.
         n_rows: how many first-stage rows the document has.
-        embedding: the document's mean vector (only set when writing).
+        blob: the encoded multi-vector (see ``latewise.compression``), when read or written.
+        filterable: the metadata values Chroma can filter on (set when writing).
     """
 
     id: str
@@ -97,15 +106,19 @@ class DocRecord:
     text: str | None
     metadata: dict[str, Any]
     page: dict[str, Any] | None
-    blob: bytes
     n_vectors: int
     n_rows: int
-    embedding: Any = None
+    blob: bytes | None = None
     filterable: dict[str, Any] = field(default_factory=dict)
 
     def row_ids(self) -> list[str]:
         """The ids of this document's first-stage rows."""
         return row_ids(self.id, self.ver, self.n_rows)
+
+    @property
+    def blob_id(self) -> str:
+        """The id of this document's blob record."""
+        return blob_id(self.id, self.ver)
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,10 @@ class RowHit:
 
 def row_ids(doc_id: str, ver: str, n_rows: int) -> list[str]:
     return [f"{doc_id}#{ver}#{j}" for j in range(n_rows)]
+
+
+def blob_id(doc_id: str, ver: str) -> str:
+    return f"{doc_id}#{ver}"
 
 
 def _chroma_errors() -> tuple[type[BaseException], ...]:
@@ -140,9 +157,7 @@ class ChromaStore:
         self.client = client
         self.name = validate_collection_name(name)
         self._hnsw = dict(hnsw)
-        self._docs: Collection | None = None
-        self._vectors: Collection | None = None
-        self._meta: Collection | None = None
+        self._cols: dict[str, Collection] = {}
         self._max_batch: int | None = None
 
     # -- collections ----------------------------------------------------------------------
@@ -153,32 +168,28 @@ class ChromaStore:
         return self.name in names
 
     def open(self, *, create: bool) -> dict[str, Any] | None:
-        """Open (or create) the three collections; return the stored config, if any."""
+        """Open (or create) the collections; return the stored config, if any."""
+        configs: dict[str, Any] = {
+            "": {"hnsw": {"space": "ip"}},
+            VECTORS_SUFFIX: {"hnsw": {"space": "ip", **self._hnsw}},
+            BLOBS_SUFFIX: {"hnsw": {"space": "ip"}},
+            META_SUFFIX: {"hnsw": {"space": "ip"}},
+        }
         try:
-            if create:
-                self._docs = self.client.get_or_create_collection(
-                    self.name,
-                    embedding_function=None,
-                    configuration={"hnsw": {"space": "ip"}},
-                )
-                self._vectors = self.client.get_or_create_collection(
-                    self.name + VECTORS_SUFFIX,
-                    embedding_function=None,
-                    configuration={"hnsw": {"space": "ip", **self._hnsw}},  # type: ignore[typeddict-item]
-                )
-                self._meta = self.client.get_or_create_collection(
-                    self.name + META_SUFFIX, embedding_function=None
-                )
-            else:
-                self._docs = self.client.get_collection(self.name, embedding_function=None)
-                self._vectors = self.client.get_collection(
-                    self.name + VECTORS_SUFFIX, embedding_function=None
-                )
-                self._meta = self.client.get_collection(
-                    self.name + META_SUFFIX, embedding_function=None
-                )
+            for suffix, configuration in configs.items():
+                name = self.name + suffix
+                if create:
+                    col = self.client.get_or_create_collection(
+                        name, embedding_function=None, configuration=configuration
+                    )
+                else:
+                    col = self.client.get_collection(name, embedding_function=None)
+                self._cols[suffix] = col
         except _chroma_errors() as exc:
-            raise StoreError(f"cannot open collection {self.name!r} in Chroma: {exc}") from exc
+            raise StoreError(
+                f"cannot open collection {self.name!r} in Chroma ({exc}); it may have been "
+                "written by another version of latewise, or only partly deleted"
+            ) from exc
         raw = (self.docs.metadata or {}).get(CONFIG_KEY)
         if raw is None:
             return None
@@ -202,34 +213,58 @@ class ChromaStore:
             raise StoreError(f"cannot write settings of collection {self.name!r}: {exc}") from exc
 
     def drop(self) -> None:
-        """Delete the three Chroma collections."""
-        for suffix in ("", VECTORS_SUFFIX, META_SUFFIX):
+        """Delete the Chroma collections."""
+        for suffix in ("", *_SUFFIXES):
             try:
                 self.client.delete_collection(self.name + suffix)
             except _chroma_errors():
                 logger.debug("collection %s%s did not exist", self.name, suffix)
-        self._docs = self._vectors = self._meta = None
+        self._cols.clear()
+
+    def _col(self, suffix: str) -> Collection:
+        col = self._cols.get(suffix)
+        if col is None:
+            raise StoreError(f"collection {self.name!r} is not open")
+        return col
 
     @property
     def docs(self) -> Collection:
-        if self._docs is None:
-            raise StoreError(f"collection {self.name!r} is not open")
-        return self._docs
+        return self._col("")
 
     @property
     def vectors(self) -> Collection:
-        if self._vectors is None:
-            raise StoreError(f"collection {self.name!r} is not open")
-        return self._vectors
+        return self._col(VECTORS_SUFFIX)
+
+    @property
+    def blobs(self) -> Collection:
+        return self._col(BLOBS_SUFFIX)
+
+    @property
+    def meta(self) -> Collection:
+        return self._col(META_SUFFIX)
 
     @property
     def max_batch(self) -> int:
         if self._max_batch is None:
             try:
                 self._max_batch = int(self.client.get_max_batch_size())
-            except (AttributeError, *_chroma_errors()):
+            except (AttributeError, *_chroma_errors()):  # type: ignore[misc]
                 self._max_batch = 1000
         return self._max_batch
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generation(self) -> str:
+        """A token that changes with every write (by any process)."""
+        got = self.meta.get(ids=[_GENERATION_ID], include=["metadatas"])  # type: ignore[list-item]
+        metas = got.get("metadatas") or []
+        return str(metas[0].get("g", "")) if metas and metas[0] else ""
+
+    def bump_generation(self) -> str:
+        """Record that the collection changed; returns the new generation."""
+        token = uuid.uuid4().hex
+        self.meta.upsert(ids=[_GENERATION_ID], embeddings=[_ONE], metadatas=[{"g": token}])  # type: ignore[arg-type]
+        return token
 
     # -- documents --------------------------------------------------------------------------
 
@@ -237,22 +272,21 @@ class ChromaStore:
         """How many documents the collection holds."""
         return int(self.docs.count())
 
-    def versions(self, ids: Sequence[str]) -> dict[str, str]:
-        """The stored version of each of ``ids`` that exists."""
-        out: dict[str, str] = {}
-        for part in _parts(list(ids), self.max_batch):
-            got = self.docs.get(ids=part, include=["metadatas"])  # type: ignore[list-item]
-            for i, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
-                out[i] = str((meta or {}).get("_lw_ver", ""))
-        return out
-
-    def get(self, ids: Sequence[str], *, with_blob: bool = True) -> dict[str, DocRecord]:
+    def get(self, ids: Sequence[str], *, with_blob: bool = False) -> dict[str, DocRecord]:
         """The stored documents among ``ids`` (missing ones are absent from the result)."""
         out: dict[str, DocRecord] = {}
-        for part in _parts(list(dict.fromkeys(ids)), max(1, min(self.max_batch, 1000))):
-            got = self.docs.get(ids=part, include=["metadatas", "documents"])  # type: ignore[list-item]
-            out.update(self._records(got, with_blob))
+        for part in _parts(list(dict.fromkeys(ids)), self.max_batch):
+            got = self._call(
+                lambda p=part: self.docs.get(ids=p, include=["metadatas", "documents"])  # type: ignore[misc, list-item]
+            )
+            out.update(self._records(got))
+        if with_blob:
+            self.attach_blobs(list(out.values()))
         return out
+
+    def versions(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored version of each of ``ids`` that exists."""
+        return {i: rec.ver for i, rec in self.get(ids).items()}
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
         """Ids of every document, or of those matching ``where``."""
@@ -262,17 +296,47 @@ class ChromaStore:
         return out
 
     def scan(
-        self,
-        where: Mapping[str, Any] | None = None,
-        *,
-        page_size: int = 1000,
-        with_blob: bool = True,
+        self, where: Mapping[str, Any] | None = None, *, page_size: int = 2000
     ) -> Iterator[list[DocRecord]]:
-        """Every document (or those matching ``where``), a page at a time."""
+        """Every document (or those matching ``where``), a page at a time, without blobs."""
         for page in self._pages(
             where=where, include=["metadatas", "documents"], page_size=page_size
         ):
-            yield list(self._records(page, with_blob).values())
+            yield list(self._records(page).values())
+
+    def attach_blobs(self, records: Sequence[DocRecord]) -> None:
+        """Read the blobs of ``records`` into their ``blob`` field."""
+        blobs = self.get_blobs([r.blob_id for r in records])
+        for rec in records:
+            blob = blobs.get(rec.blob_id)
+            if blob is None:
+                raise StoreError(
+                    f"document {rec.id!r} in collection {self.name!r} has no stored vectors "
+                    f"(blob {rec.blob_id!r} is missing); re-add it with upsert()"
+                )
+            rec.blob = blob
+
+    def get_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Blobs by their ids (``{doc}#{ver}``); missing ones are absent."""
+        out: dict[str, bytes] = {}
+        step = max(1, min(self.max_batch, 500))
+        for part in _parts(list(dict.fromkeys(keys)), step):
+            got = self._call(lambda p=part: self.blobs.get(ids=p, include=["metadatas"]))  # type: ignore[misc, list-item]
+            for key, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                try:
+                    out[key] = base64.b64decode(str((meta or {})["_lw_mv"]), validate=True)
+                except (KeyError, ValueError) as exc:
+                    raise StoreError(
+                        f"the stored vectors {key!r} in collection {self.name!r} are damaged; "
+                        "re-add the document with upsert()"
+                    ) from exc
+        return out
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except _chroma_errors() as exc:
+            raise StoreError(f"Chroma refused a read of collection {self.name!r}: {exc}") from exc
 
     def _pages(
         self, *, where: Mapping[str, Any] | None, include: list[str], page_size: int = 5000
@@ -295,19 +359,21 @@ class ChromaStore:
                 return
             offset += page_size
 
-    def _records(self, got: Any, with_blob: bool) -> dict[str, DocRecord]:
+    def _records(self, got: Any) -> dict[str, DocRecord]:
         out: dict[str, DocRecord] = {}
         metas = got.get("metadatas") or [None] * len(got["ids"])
         texts = got.get("documents") or [None] * len(got["ids"])
         for doc_id, meta, text in zip(got["ids"], metas, texts, strict=True):
-            out[doc_id] = _decode_record(self.name, doc_id, meta or {}, text, with_blob)
+            out[doc_id] = _decode_record(self.name, doc_id, meta or {}, text)
         return out
 
+    # -- writing ----------------------------------------------------------------------------
+
     def write(self, records: Sequence[DocRecord], rows: Any) -> None:
-        """Store documents: their first-stage rows first, then the document records.
+        """Store documents: their first-stage rows and blobs first, then the document records.
 
         Args:
-            records: the documents, each with ``embedding`` (its mean vector) set.
+            records: the documents, each with ``blob`` set.
             rows: a float32 array ``[sum(n_rows), dim]`` of first-stage vectors, the documents'
                 rows in order.
         """
@@ -315,7 +381,8 @@ class ChromaStore:
         self.write_docs(records)
 
     def write_rows(self, records: Sequence[DocRecord], rows: Any) -> None:
-        """Store the first-stage rows of ``records`` (invisible until their records exist)."""
+        """Store the first-stage rows and blobs of ``records`` (invisible until their records
+        exist)."""
         import numpy as np
 
         ids: list[str] = []
@@ -328,6 +395,7 @@ class ChromaStore:
         if rows.shape[0] != len(ids):
             raise StoreError(f"{rows.shape[0]} first-stage vectors for {len(ids)} rows")
         step = self.max_batch
+        blob_step = max(1, min(step, 256))
         try:
             for s in range(0, len(ids), step):
                 self.vectors.upsert(
@@ -335,25 +403,45 @@ class ChromaStore:
                     embeddings=rows[s : s + step],
                     metadatas=metas[s : s + step],  # type: ignore[arg-type]
                 )
+            for s in range(0, len(records), blob_step):
+                part = records[s : s + blob_step]
+                self.blobs.upsert(
+                    ids=[r.blob_id for r in part],
+                    embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
+                    metadatas=[
+                        {"_lw_doc": r.id, "_lw_mv": base64.b64encode(r.blob or b"").decode("ascii")}
+                        for r in part
+                    ],
+                )
         except _chroma_errors() as exc:
             raise StoreError(f"Chroma refused a write to collection {self.name!r}: {exc}") from exc
 
     def write_docs(self, records: Sequence[DocRecord]) -> None:
         """Store document records; each document becomes visible as its record lands."""
-        import numpy as np
-
-        step = max(1, min(self.max_batch, 256))
+        step = max(1, min(self.max_batch, 1000))
         try:
             for s in range(0, len(records), step):
                 part = records[s : s + step]
                 self.docs.upsert(
                     ids=[r.id for r in part],
-                    embeddings=np.stack([np.asarray(r.embedding, dtype=np.float32) for r in part]),
+                    embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
                     documents=[r.text if r.text is not None else "" for r in part],
                     metadatas=[_encode_record(r) for r in part],  # type: ignore[misc]
                 )
         except _chroma_errors() as exc:
             raise StoreError(f"Chroma refused a write to collection {self.name!r}: {exc}") from exc
+
+    def delete_docs(self, ids: Sequence[str]) -> None:
+        """Remove document records (they stop existing at once)."""
+        for part in _parts(list(ids), self.max_batch):
+            self.docs.delete(ids=part)
+
+    def delete_rows(self, records: Sequence[DocRecord]) -> None:
+        """Remove the first-stage rows and blobs of (old versions of) documents."""
+        for part in _parts([rid for r in records for rid in r.row_ids()], self.max_batch):
+            self.vectors.delete(ids=part)
+        for part in _parts([r.blob_id for r in records], self.max_batch):
+            self.blobs.delete(ids=part)
 
     def rows_present(self, ids: Sequence[str]) -> set[str]:
         """Which of the first-stage row ``ids`` exist."""
@@ -362,40 +450,63 @@ class ChromaStore:
             found.update(self.vectors.get(ids=part, include=[])["ids"])
         return found
 
-    def delete_docs(self, ids: Sequence[str]) -> None:
-        """Remove document records (they stop existing at once)."""
-        for part in _parts(list(ids), self.max_batch):
-            self.docs.delete(ids=part)
+    def orphans(self, page_size: int = 5000) -> tuple[list[str], list[str]]:
+        """First-stage rows and blobs whose document is missing or has another version."""
+        current = {rec.id: rec.ver for page in self.scan() for rec in page}
+        found: dict[str, list[str]] = {"rows": [], "blobs": []}
+        for key, col in (("rows", self.vectors), ("blobs", self.blobs)):
+            offset = 0
+            while True:
+                got = col.get(limit=page_size, offset=offset, include=["metadatas"])  # type: ignore[list-item]
+                if not got["ids"]:
+                    break
+                for rid, m in zip(got["ids"], got["metadatas"] or [], strict=True):
+                    doc = str((m or {}).get("_lw_doc"))
+                    ver = current.get(doc)
+                    if ver is None or not rid.startswith(f"{doc}#{ver}"):
+                        found[key].append(rid)
+                if len(got["ids"]) < page_size:
+                    break
+                offset += page_size
+        return found["rows"], found["blobs"]
 
-    def delete_rows(self, ids: Sequence[str]) -> None:
-        """Remove first-stage rows by id."""
-        for part in _parts(list(ids), self.max_batch):
+    def delete_ids(self, rows: Sequence[str], blobs: Sequence[str]) -> None:
+        """Remove first-stage rows and blobs by their record ids."""
+        for part in _parts(list(rows), self.max_batch):
             self.vectors.delete(ids=part)
-
-    def orphan_rows(self, page_size: int = 5000) -> list[str]:
-        """First-stage rows whose document record is missing or has another version."""
-        offset = 0
-        found: list[str] = []
-        while True:
-            got = self.vectors.get(limit=page_size, offset=offset, include=["metadatas"])  # type: ignore[list-item]
-            if not got["ids"]:
-                break
-            metas = got["metadatas"] or []
-            wanted = {str(m.get("_lw_doc")) for m in metas if m}
-            current = self.versions(sorted(wanted))
-            for rid, m in zip(got["ids"], metas, strict=True):
-                if not m or current.get(str(m.get("_lw_doc"))) != m.get("_lw_ver"):
-                    found.append(rid)
-            if len(got["ids"]) < page_size:
-                break
-            offset += page_size
-        return found
+        for part in _parts(list(blobs), self.max_batch):
+            self.blobs.delete(ids=part)
 
     def row_count(self) -> int:
         """How many first-stage rows the collection holds."""
         return int(self.vectors.count())
 
     # -- first stage ------------------------------------------------------------------------
+
+    def load_rows(
+        self, ids: Sequence[str] | None = None, *, page_size: int = 5000
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """First-stage rows with their vectors: every row, or the rows ``ids``, a page at a time,
+        as ``(row ids, float32 [n, dim])``."""
+        import numpy as np
+
+        if ids is not None:
+            for part in _parts(list(ids), self.max_batch):
+                got = self._call(lambda p=part: self.vectors.get(ids=p, include=["embeddings"]))  # type: ignore[misc, list-item]
+                if got["ids"]:
+                    yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32)
+            return
+        offset = 0
+        while True:
+            got = self._call(
+                lambda o=offset: self.vectors.get(limit=page_size, offset=o, include=["embeddings"])  # type: ignore[misc, list-item]
+            )
+            if not got["ids"]:
+                return
+            yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32)
+            if len(got["ids"]) < page_size:
+                return
+            offset += page_size
 
     def query_rows(
         self, embeddings: np.ndarray, n_results: int, where: Mapping[str, Any] | None
@@ -425,25 +536,24 @@ class ChromaStore:
 
     def put_blob(self, key: str, data: bytes) -> None:
         """Store a binary value under ``key`` in the meta collection (chunked)."""
-        meta = self._meta_collection()
         text = base64.b64encode(data).decode("ascii")
         chunks = [text[i : i + _BLOB_CHUNK] for i in range(0, len(text), _BLOB_CHUNK)] or [""]
-        old = meta.get(where={"key": key}, include=[])["ids"]
+        old = self.meta.get(where={"key": key}, include=[])["ids"]
         ids = [f"{key}:{i}" for i in range(len(chunks))]
-        meta.upsert(
+        self.meta.upsert(
             ids=ids,
-            embeddings=[[1.0]] * len(chunks),
+            embeddings=[_ONE] * len(chunks),  # type: ignore[arg-type]
             metadatas=[
                 {"key": key, "part": i, "n": len(chunks), "data": c} for i, c in enumerate(chunks)
             ],
         )
         stale = [i for i in old if i not in set(ids)]
         if stale:
-            meta.delete(ids=stale)
+            self.meta.delete(ids=stale)
 
     def get_blob(self, key: str) -> bytes | None:
         """The binary value stored under ``key``, or ``None``."""
-        got = self._meta_collection().get(where={"key": key}, include=["metadatas"])  # type: ignore[list-item]
+        got = self.meta.get(where={"key": key}, include=["metadatas"])  # type: ignore[list-item]
         metas = sorted((m for m in got["metadatas"] or [] if m), key=lambda m: int(m["part"]))  # type: ignore[arg-type]
         if not metas:
             return None
@@ -451,18 +561,13 @@ class ChromaStore:
             raise StoreError(f"collection {self.name!r}: binary value {key!r} is incomplete")
         return base64.b64decode("".join(str(m["data"]) for m in metas))
 
-    def _meta_collection(self) -> Collection:
-        if self._meta is None:
-            raise StoreError(f"collection {self.name!r} is not open")
-        return self._meta
-
 
 def list_latewise_collections(client: ClientAPI) -> dict[str, dict[str, Any]]:
     """The latewise collections in a Chroma client: name -> stored config (and a count)."""
     out: dict[str, dict[str, Any]] = {}
     for c in client.list_collections():
         name = c if isinstance(c, str) else c.name
-        if name.endswith((VECTORS_SUFFIX, META_SUFFIX)):
+        if name.endswith(_SUFFIXES):
             continue
         col = client.get_collection(name, embedding_function=None)
         raw = (col.metadata or {}).get(CONFIG_KEY)
@@ -495,7 +600,6 @@ def _filter_error(where: Mapping[str, Any] | None, exc: BaseException) -> Except
 def _encode_record(rec: DocRecord) -> dict[str, Any]:
     meta: dict[str, Any] = dict(rec.filterable)
     meta["_lw_ver"] = rec.ver
-    meta["_lw_mv"] = base64.b64encode(rec.blob).decode("ascii")
     meta["_lw_n"] = rec.n_vectors
     meta["_lw_rows"] = rec.n_rows
     meta["_lw_meta"] = json.dumps(rec.metadata, sort_keys=True)
@@ -505,11 +609,8 @@ def _encode_record(rec: DocRecord) -> dict[str, Any]:
     return meta
 
 
-def _decode_record(
-    name: str, doc_id: str, meta: Mapping[str, Any], text: str | None, with_blob: bool
-) -> DocRecord:
+def _decode_record(name: str, doc_id: str, meta: Mapping[str, Any], text: str | None) -> DocRecord:
     try:
-        blob = base64.b64decode(str(meta["_lw_mv"]), validate=True) if with_blob else b""
         page = json.loads(str(meta["_lw_page"])) if "_lw_page" in meta else None
         user = json.loads(str(meta.get("_lw_meta", "{}")))
         return DocRecord(
@@ -518,7 +619,6 @@ def _decode_record(
             text=text if meta.get("_lw_text", True) else None,
             metadata=user,
             page=page,
-            blob=blob,
             n_vectors=int(meta["_lw_n"]),
             n_rows=int(meta["_lw_rows"]),
         )
