@@ -312,7 +312,9 @@ class Encoder(ABC):
         tokenizer = self.tokenizer
         if tokenizer is not None and getattr(tokenizer, "is_fast", False) and len(texts) > 1:
             try:
-                ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+                ids = tokenizer(
+                    texts, add_special_tokens=False, return_attention_mask=False, verbose=False
+                )
                 return [len(x) for x in ids["input_ids"]]
             except Exception:  # an exotic tokenizer: fall back to characters
                 logger.debug("token counting failed; sorting by characters", exc_info=True)

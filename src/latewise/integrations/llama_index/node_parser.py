@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["LateInteractionNodeParser"]
 
 
+def chunk_node_id(i: int, doc: Any) -> str:
+    """Deterministic node ids: the source document's id and the chunk's position."""
+    return f"{doc.id_}#chunk={i}"
+
+
 class LateInteractionNodeParser(MetadataAwareTextSplitter):
     """Split text into nodes of at most the encoder's document length, counted with its tokenizer.
 
@@ -54,7 +59,8 @@ class LateInteractionNodeParser(MetadataAwareTextSplitter):
         include_metadata: copy the document's metadata into its nodes.
         include_prev_next_rel: link consecutive nodes with ``PREVIOUS`` / ``NEXT``.
         callback_manager: LlamaIndex callbacks.
-        id_func: how node ids are made (LlamaIndex's default: random UUIDs).
+        id_func: how node ids are made; by default ``"<document id>#chunk=<i>"``, so parsing the
+            same document again gives the same ids (re-indexing replaces, never duplicates).
 
     Raises:
         InvalidInputError: the encoder has no tokenizer (an image encoder), ``chunk_size`` is
@@ -96,8 +102,7 @@ class LateInteractionNodeParser(MetadataAwareTextSplitter):
             "include_prev_next_rel": include_prev_next_rel,
             "callback_manager": callback_manager or CallbackManager([]),
         }
-        if id_func is not None:
-            fields["id_func"] = id_func
+        fields["id_func"] = id_func if id_func is not None else chunk_node_id
         super().__init__(**fields)
         self._chunker = chunker
         self._chunkers = {chunker.chunk_size: chunker}
