@@ -14,6 +14,7 @@ from latewise import (
     EmptyInputError,
     EncoderMismatchError,
     FilterError,
+    IndexSettings,
     InvalidInputError,
     InvalidInputTypeError,
     LateInteractionIndex,
@@ -268,7 +269,9 @@ def test_reopen_checks_encoder_and_settings(chroma_client: Any, collection_name:
         make_index(chroma_client, collection_name, HashEncoder(dim=32, single=True))
     with pytest.raises(SettingsMismatchError, match="prototypes"):
         make_index(chroma_client, collection_name, prototypes=3)
-    again = make_index(chroma_client, collection_name, HashEncoder(dim=32), prototypes=8)
+    again = make_index(
+        chroma_client, collection_name, HashEncoder(dim=32), prototypes=IndexSettings().prototypes
+    )
     assert again.search("hello", k=1)[0].text == "hello world"
 
 
