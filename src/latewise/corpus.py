@@ -312,16 +312,30 @@ class CorpusView:
 
     # -- first stage --------------------------------------------------------------------------
 
-    def candidates(self, query: torch.Tensor, n: int, allowed: Sequence[str] | None) -> list[str]:
-        """The ``n`` documents whose prototypes score best against ``query`` (MaxSim), among
-        ``allowed`` when given."""
+    def candidates(
+        self,
+        query: torch.Tensor,
+        n: int,
+        *,
+        allowed: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        n_probe: int = 32,
+    ) -> list[str]:
+        """At most ``n`` candidate documents for ``query``.
+
+        ``allowed`` (the ids matching ``where``, when a filter is given) restricts them. All
+        documents when they are ``n`` or fewer; else the best by MaxSim over their prototypes,
+        scanned in memory; else (prototypes too many to hold) from Chroma's HNSW index.
+        """
         with self.lock:
             pool = (
                 list(self.records) if allowed is None else [d for d in allowed if d in self.records]
             )
-            if len(pool) <= n or self.protos is None:
-                return pool if len(pool) <= n else pool[:0]
-            return self.protos.top(query, n, allowed)
+            if len(pool) <= n:
+                return pool
+            if self.protos is not None:
+                return self.protos.top(query, n, allowed)
+        return self.ann_candidates(query, n, n_probe, where)
 
     def ann_candidates(
         self, query: torch.Tensor, n: int, n_probe: int, where: Mapping[str, Any] | None

@@ -873,10 +873,9 @@ class LateInteractionIndex:
         n = max(self.n_rerank, k)
         out: list[list[Hit]] = []
         for q in queries:
-            if self.corpus.scanning or (allowed is not None and len(allowed) <= n):
-                candidates = self.corpus.candidates(q, n, allowed)
-            else:
-                candidates = self.corpus.ann_candidates(q, n, self.n_probe, where)
+            candidates = self.corpus.candidates(
+                q, n, allowed=allowed, where=where, n_probe=self.n_probe
+            )
             out.append(self._score(q, candidates, k))
         return out
 

@@ -1,0 +1,183 @@
+"""Scale benchmark: a 50k-document compressed index — time by stage, bytes, latency, recall.
+
+Part 1 (storage and latency) indexes 50k synthetic 128-d multi-vector documents (50-300 vectors
+each, topical structure; see ``bench/index.py``) with 2-bit residual compression, and prints:
+indexing time split by stage (vector generation standing in for the encoder, pooling/prototypes/
+codec, Chroma writes), bytes per vector on disk (the Chroma folder) and in memory (the cached
+compressed vectors and the int8 first-stage prototypes; and the process's resident-memory growth),
+query latency p50/p95 and recall@10 against exact search.
+
+Part 2 (recall on real vectors) encodes docstrings with the bundled MiniLM as a zero-shot ColBERT
+encoder, indexes them with the same settings and prints recall@10 of the default search against
+exact MaxSim over the same (compressed) vectors, and against exact MaxSim over uncompressed ones.
+
+    python bench/scale.py                        # 50k synthetic + 5k MiniLM documents
+    python bench/scale.py --docs 5000 --minilm-docs 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+import torch
+
+from bench._common import summary_line
+from bench.index import SyntheticEncoder, synthetic, text_corpus
+from latewise import LateInteractionIndex, load_encoder
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+
+
+def latency_and_recall(
+    index: LateInteractionIndex, queries: list[torch.Tensor], n_exact: int
+) -> tuple[float, float, float]:
+    index.search_vectors(queries[:2], k=10)  # warm up
+    lat, approx = [], []
+    for q in queries:
+        t = time.perf_counter()
+        approx.append(index.search_vectors([q], k=10)[0])
+        lat.append(time.perf_counter() - t)
+    exact = index.search_vectors(queries[:n_exact], k=10, exact=True)
+    recall = statistics.mean(
+        len({h.id for h in a} & {h.id for h in e}) / max(1, len(e))
+        for a, e in zip(approx, exact, strict=False)
+    )
+    lat.sort()
+    return lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.95)] * 1e3, recall
+
+
+def part1(args: argparse.Namespace) -> dict[str, Any]:
+    proc = psutil.Process()
+    docs, queries = synthetic(args.docs, args.queries)
+    n_vectors = sum(d.shape[0] for d in docs)
+    print(
+        f"[synthetic] {args.docs} docs, {n_vectors} vectors x 128 ({n_vectors / args.docs:.0f}/doc)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "db"
+        index = LateInteractionIndex(
+            SyntheticEncoder(docs, 128),
+            path=path,
+            collection="scale",
+            compression=args.compression,
+            batch_size=args.batch_size,
+        )
+        start = time.perf_counter()
+        index.add(
+            [f"syn:{i}" for i in range(len(docs))],
+            ids=[f"d{i}" for i in range(len(docs))],
+            show_progress_bar=args.progress,
+        )
+        total = time.perf_counter() - start
+        w = index.written
+        print(
+            f"[synthetic] indexed in {total:.0f}s ({args.docs / total:.0f} docs/s): vectors "
+            f"{w.encode_seconds:.0f}s, prototypes/pooling/codec {w.prepare_seconds:.0f}s, "
+            f"Chroma writes {w.store_seconds:.0f}s; {w.rows} first-stage rows"
+        )
+        on_disk = disk_bytes(path)
+        del docs
+        # A fresh index object, as another process would open it: everything read from Chroma.
+        reopened = LateInteractionIndex(SyntheticEncoder([], 128), path=path, collection="scale")
+        rss0 = proc.memory_info().rss
+        p50, p95, recall = latency_and_recall(reopened, queries, args.exact_queries)
+        mem = reopened.corpus.memory()
+        rss1 = proc.memory_info().rss
+        print(
+            f"[synthetic] on disk {on_disk / n_vectors:.1f} bytes/vector (Chroma folder, "
+            f"{on_disk / 2**20:.0f} MiB); in memory: full vectors "
+            f"{mem['vector_bytes'] / n_vectors:.1f} bytes/vector, first-stage prototypes "
+            f"{mem['prototype_bytes'] / n_vectors:.1f} bytes/vector, together "
+            f"{(mem['vector_bytes'] + mem['prototype_bytes']) / n_vectors:.1f}; process RSS grew "
+            f"{(rss1 - rss0) / n_vectors:.1f} bytes/vector while loading and searching"
+        )
+        print(
+            f"[synthetic] search p50 {p50:.1f} ms, p95 {p95:.1f} ms; recall@10 vs exact "
+            f"{recall:.3f} ({args.exact_queries} queries)"
+        )
+        return {
+            "p50": p50,
+            "p95": p95,
+            "recall": recall,
+            "mem": (mem["vector_bytes"] + mem["prototype_bytes"]) / n_vectors,
+            "vec_mem": mem["vector_bytes"] / n_vectors,
+            "disk": on_disk / n_vectors,
+            "docs_s": args.docs / total,
+        }
+
+
+def part2(args: argparse.Namespace) -> dict[str, Any]:
+    from latewise.scoring import maxsim
+
+    encoder = load_encoder("minilm")
+    texts, qtexts, _ = text_corpus(args.minilm_docs, args.minilm_queries)
+    t = time.perf_counter()
+    vectors = encoder.encode_documents(texts, show_progress_bar=args.progress)
+    print(f"[minilm] encoded {len(texts)} docs in {time.perf_counter() - t:.0f}s")
+    queries = encoder.encode_queries(qtexts)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = LateInteractionIndex(
+            SyntheticEncoder(vectors, encoder.dim),
+            path=Path(tmp) / "db",
+            collection="minilm",
+            compression=args.compression,
+        )
+        index.add([f"syn:{i}" for i in range(len(texts))], ids=[f"d{i}" for i in range(len(texts))])
+        p50, _, recall = latency_and_recall(index, queries, len(queries))
+        uncompressed = maxsim(queries, vectors).topk(10, dim=1).indices
+        approx = index.search_vectors(queries, k=10)
+        recall_raw = statistics.mean(
+            len({h.id for h in a} & {f"d{i}" for i in u.tolist()}) / 10
+            for a, u in zip(approx, uncompressed, strict=True)
+        )
+    print(
+        f"[minilm] {len(texts)} docs, {args.compression}-bit: search p50 {p50:.1f} ms; recall@10 "
+        f"vs exact search of the same index {recall:.3f}, vs exact uncompressed MaxSim "
+        f"{recall_raw:.3f}"
+    )
+    return {"recall": recall, "recall_raw": recall_raw}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=50_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--exact-queries", type=int, default=50)
+    parser.add_argument("--minilm-docs", type=int, default=5_000)
+    parser.add_argument("--minilm-queries", type=int, default=200)
+    parser.add_argument("--compression", type=int, default=2, choices=[1, 2, 4])
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    r1 = part1(args)
+    items = {
+        "docs": str(args.docs),
+        "p50": f"{r1['p50']:.0f}ms",
+        "p95": f"{r1['p95']:.0f}ms",
+        "recall@10 (synthetic)": f"{r1['recall']:.3f}",
+        "memory/vector": f"{r1['mem']:.1f}B (vectors {r1['vec_mem']:.1f}B)",
+        "disk/vector": f"{r1['disk']:.0f}B",
+    }
+    if not args.skip_minilm:
+        r2 = part2(args)
+        items["recall@10 (MiniLM)"] = f"{r2['recall']:.3f}"
+        items["vs uncompressed"] = f"{r2['recall_raw']:.3f}"
+    print(summary_line("bench/scale.py", items))
+
+
+if __name__ == "__main__":
+    main()
