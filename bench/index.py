@@ -5,8 +5,9 @@ Two corpora, each indexed into a fresh embedded Chroma:
 - ``minilm``: real text — Python docstrings (the standard library's known-item set, padded with
   docstrings of installed packages) encoded by the bundled all-MiniLM-L6-v2 as a zero-shot ColBERT
   encoder (384-d, one vector per token);
-- ``synthetic``: 128-d multi-vectors with topical structure (documents of 50-300 tokens drawn
-  from a vocabulary of token clusters; each query is 32 noisy tokens of one document).
+- ``synthetic``: 128-d multi-vectors with the structure of text retrieval (documents of 50-300
+  vectors in families of 10 sharing rare "words"; each query is 32 noisy vectors of one
+  document), see :func:`synthetic`.
 
 For each it prints documents/s with the time split into encoding and storing, query latency
 p50/p95 (two-stage search, encoded queries; and end to end for text), recall@10 of the two-stage
@@ -61,25 +62,46 @@ class SyntheticEncoder(Encoder):
 def synthetic(
     n_docs: int, n_queries: int, dim: int = 128, seed: int = 0
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Documents of 50-300 tokens over 4096 token clusters (Zipf-like); 32-token queries, each
-    made of noisy tokens of one document."""
+    """Synthetic late-interaction data with the structure of text retrieval.
+
+    Documents come in families of 10 (a topic: near-duplicates, versions, related pages): each
+    has 50-300 vectors, about 70% drawn from 4,096 shared "common word" clusters (Zipf-like) and
+    30% from its family's 24 "rare word" clusters, each with a little noise. A query is 32 noisy
+    vectors of one document, half of them rare words: its exact top 10 is mostly its family,
+    graded by overlap, rather than near-ties among unrelated documents.
+    """
     g = torch.Generator().manual_seed(seed)
-    centers = torch.nn.functional.normalize(torch.randn(4096, dim, generator=g), dim=-1)
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x, dim=-1)
+
+    common = unit(torch.randn(4096, dim, generator=g))
     weights = 1.0 / torch.arange(1, 4097, dtype=torch.float32) ** 0.8
-    topics = torch.nn.functional.normalize(torch.randn(64, dim, generator=g), dim=-1)
-    docs = []
-    for _ in range(n_docs):
+    n_families = max(1, n_docs // 10)
+    rare = unit(torch.randn(n_families, 24, dim, generator=g))
+    docs, rare_rows = [], []
+    for i in range(n_docs):
+        fam = i % n_families
         n = int(torch.randint(50, 301, (1,), generator=g))
-        ids = torch.multinomial(weights, n, replacement=True, generator=g)
-        topic = topics[int(torch.randint(0, 64, (1,), generator=g))]
-        v = centers[ids] + 0.35 * torch.randn(n, dim, generator=g) / dim**0.5 + 0.3 * topic
-        docs.append(torch.nn.functional.normalize(v, dim=-1))
+        n_rare = max(1, int(0.3 * n))
+        c = common[torch.multinomial(weights, n - n_rare, replacement=True, generator=g)]
+        subset = torch.randperm(24, generator=g)[: int(torch.randint(6, 25, (1,), generator=g))]
+        r = rare[fam, subset[torch.randint(0, len(subset), (n_rare,), generator=g)]]
+        v = torch.cat([c, r]) + 0.35 * torch.randn(n, dim, generator=g) / dim**0.5
+        docs.append(unit(v))
+        rare_rows.append(n - n_rare)
     queries = []
     for _ in range(n_queries):
-        d = docs[int(torch.randint(0, n_docs, (1,), generator=g))]
-        rows = torch.randint(0, d.shape[0], (32,), generator=g)
+        i = int(torch.randint(0, n_docs, (1,), generator=g))
+        d, start = docs[i], rare_rows[i]
+        rows = torch.cat(
+            [
+                torch.randint(start, d.shape[0], (16,), generator=g),
+                torch.randint(0, start, (16,), generator=g),
+            ]
+        )
         q = d[rows] + 0.5 * torch.randn(32, dim, generator=g) / dim**0.5
-        queries.append(torch.nn.functional.normalize(q, dim=-1))
+        queries.append(unit(q))
     return docs, queries
 
 

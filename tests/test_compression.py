@@ -470,7 +470,7 @@ def test_pooling_edge_cases_and_protected_tokens() -> None:
     assert info.value.positions == [1]
 
 
-@pytest.mark.parametrize("method", ["kmeans", "hierarchical"])
+@pytest.mark.parametrize("method", ["segments", "kmeans", "hierarchical"])
 def test_prototypes_give_at_most_k_unit_vectors(method: str) -> None:
     docs = [unit(torch.randn(n, 24)) for n in (1, 3, 8, 50, 200)]
     protos = prototypes_batch(docs, 8, method=method)  # type: ignore[arg-type]
@@ -482,10 +482,17 @@ def test_prototypes_give_at_most_k_unit_vectors(method: str) -> None:
     assert torch.allclose(protos[1], docs[1], atol=1e-6)  # n <= k: the vectors themselves
 
 
+def test_segment_prototypes_are_means_of_consecutive_runs() -> None:
+    doc = unit(torch.randn(10, 16, generator=torch.Generator().manual_seed(3)))
+    expected = unit(torch.stack([doc[0:3].mean(0), doc[3:6].mean(0), doc[6:10].mean(0)]))
+    assert torch.allclose(prototypes(doc, 3), expected, atol=1e-6)
+    assert torch.allclose(prototypes(doc[:2], 3), doc[:2], atol=1e-6)
+
+
 def test_kmeans_prototypes_find_a_documents_topics() -> None:
     topics = unit(torch.randn(3, 64, generator=torch.Generator().manual_seed(8)))
     doc = unit(topics.repeat_interleave(30, dim=0) + 0.05 * torch.randn(90, 64))
-    protos = prototypes(doc, 3)
+    protos = prototypes(doc, 3, method="kmeans")
     assert protos.shape == (3, 64)
     assert bool(((protos @ topics.t()).max(dim=0).values > 0.98).all())
     with pytest.raises(InvalidInputError):

@@ -44,7 +44,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PrototypeMethod = Literal["kmeans", "hierarchical"]
+PrototypeMethod = Literal["segments", "kmeans", "hierarchical"]
 
 #: Documents whose vectors are clustered together in one padded batch by :func:`prototypes_batch`.
 _KMEANS_BATCH_ELEMENTS = 1 << 22
@@ -191,7 +191,7 @@ def pool_vectors_batch(
 
 
 def prototypes(
-    vectors: torch.Tensor, k: int, *, method: PrototypeMethod = "kmeans"
+    vectors: torch.Tensor, k: int, *, method: PrototypeMethod = "segments"
 ) -> torch.Tensor:
     """At most ``k`` L2-normalised vectors summarising a document (for first-stage ANN rows).
 
@@ -199,12 +199,15 @@ def prototypes(
         vectors: ``[n, dim]``.
         k: the most prototypes to return (a document with ``n <= k`` vectors returns them all,
             normalised).
-        method: ``"kmeans"`` (batched Lloyd, farthest-point seeding, deterministic; the default:
-            no extra dependency) or ``"hierarchical"`` (Ward, as :func:`pool_vectors`; needs
-            scipy). Measured on the stdlib-docstring set (bench/compression.py, MiniLM, 2,000
-            documents, 500 queries), ranking by prototypes alone: recall@100 0.954 / 0.960
-            (k-means, k = 4 / 8) vs 0.958 / 0.966 (hierarchical), at about the same cost
-            (~0.6 ms per 67-vector document on one core): a difference of 2-3 queries.
+        method: ``"segments"`` (the default: the means of ``k`` equal runs of consecutive
+            vectors — neighbouring tokens, or bands of patch rows on a page), ``"kmeans"``
+            (batched Lloyd, farthest-point seeding, deterministic) or ``"hierarchical"`` (Ward,
+            as :func:`pool_vectors`; needs scipy). As a first stage on 20k MiniLM documents
+            (zero-shot ColBERT), the 512 documents with the best MaxSim over 6 prototypes held
+            98.4% of the exact top 10 with segments and 98.1% with k-means, and segments took a
+            quarter of the time. On the stdlib-docstring set (2,000 documents), ranking by
+            prototypes alone: recall@100 0.954 / 0.960 (k-means, k = 4 / 8) vs 0.958 / 0.966
+            (hierarchical).
 
     Returns:
         ``[m, dim]`` float32 with ``1 <= m <= k``.
@@ -213,12 +216,14 @@ def prototypes(
 
 
 def prototypes_batch(
-    docs: Sequence[torch.Tensor], k: int, *, method: PrototypeMethod = "kmeans"
+    docs: Sequence[torch.Tensor], k: int, *, method: PrototypeMethod = "segments"
 ) -> list[torch.Tensor]:
     """:func:`prototypes` for many documents; k-means runs batched over padded groups."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InvalidInputError(f"k must be an integer >= 1, got {k!r}")
     checked = [_check_doc(d, i) for i, d in enumerate(docs)]
+    if method == "segments":
+        return [_segment_means(d.to(torch.float32), k) for d in checked]
     if method == "hierarchical":
         out = []
         for d in checked:
@@ -230,8 +235,22 @@ def prototypes_batch(
                 out.append(_cluster_means(x, labels, k))
         return out
     if method != "kmeans":
-        raise InvalidInputError(f"method must be 'kmeans' or 'hierarchical', got {method!r}")
+        raise InvalidInputError(
+            f"method must be 'segments', 'kmeans' or 'hierarchical', got {method!r}"
+        )
     return _kmeans_groups(checked, k)
+
+
+def _segment_means(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Normalised means of ``k`` near-equal runs of consecutive rows (all rows when ``n <= k``)."""
+    n = x.shape[0]
+    if n <= k:
+        return torch.nn.functional.normalize(x, dim=-1)
+    bounds = torch.div(torch.arange(k + 1) * n, k, rounding_mode="floor")
+    sums = torch.zeros(n + 1, x.shape[1], dtype=x.dtype)
+    torch.cumsum(x, 0, out=sums[1:])
+    means = (sums[bounds[1:]] - sums[bounds[:-1]]) / (bounds[1:] - bounds[:-1]).unsqueeze(1)
+    return torch.nn.functional.normalize(means, dim=-1)
 
 
 def _kmeans_groups(docs: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:

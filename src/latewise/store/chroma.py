@@ -284,10 +284,6 @@ class ChromaStore:
             self.attach_blobs(list(out.values()))
         return out
 
-    def versions(self, ids: Sequence[str]) -> dict[str, str]:
-        """The stored version of each of ``ids`` that exists."""
-        return {i: rec.ver for i, rec in self.get(ids).items()}
-
     def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
         """Ids of every document, or of those matching ``where``."""
         out: list[str] = []
