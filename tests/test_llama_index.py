@@ -749,9 +749,7 @@ def test_node_parser_fits_the_encoder_and_links_nodes(tiny_colbert: Any) -> None
     assert all(word in covered for word in doc.text.split())
     # parsing again gives the same ids, so re-indexing a document replaces its nodes
     assert [n.node_id for n in nodes] == [f"d#chunk={i}" for i in range(len(nodes))]
-    assert [n.node_id for n in parser.get_nodes_from_documents([doc])] == [
-        n.node_id for n in nodes
-    ]
+    assert [n.node_id for n in parser.get_nodes_from_documents([doc])] == [n.node_id for n in nodes]
 
 
 def test_node_parser_errors(tiny_colbert: Any) -> None:
