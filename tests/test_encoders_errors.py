@@ -113,3 +113,49 @@ def test_colpali_document_path_rejects_bad_input(colpali: Any, tmp_path: Path) -
         colpali.patch_grid(missing)
     with pytest.raises(ImageLoadError):
         colpali.document_tokens([missing])
+
+
+def test_colpali_truncated_image_is_named_with_its_position(colpali: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    whole = tmp_path / "whole.png"
+    Image.effect_noise((64, 64), 40).convert("RGB").save(whole)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a valid header, half the data
+    with pytest.raises(ImageLoadError) as info:
+        colpali.encode_documents([whole, cut])
+    assert info.value.positions == [1]
+    assert "cut.png" in str(info.value)
+
+
+def test_colpali_decodes_image_paths_one_batch_at_a_time(
+    colpali: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    import latewise.encoders.base as base
+
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.new("RGB", (40 + i, 40), "white").save(paths[-1])
+    live: list[int] = []
+    decoded = 0
+    real = base.decode_image
+
+    def counting(item: Any, position: int) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return real(item, position)
+
+    original = colpali._encode_document_batch
+
+    def batch(images: list[Any]) -> Any:
+        live.append(decoded)  # pixels decoded so far, when this batch runs
+        return original(images)
+
+    monkeypatch.setattr(base, "decode_image", counting)
+    monkeypatch.setattr(colpali, "_encode_document_batch", batch)
+    out = colpali.encode_documents(paths, batch_size=2)
+    assert len(out) == 6
+    assert live == [2, 4, 6]  # each batch decoded just before it runs, never all up front

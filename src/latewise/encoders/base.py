@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Encoder", "Modality", "load_images", "resolve_device", "validate_texts"]
+__all__ = [
+    "Encoder",
+    "Modality",
+    "check_images",
+    "decode_image",
+    "load_images",
+    "resolve_device",
+    "validate_texts",
+]
 
 Modality = Literal["text", "image"]
 
@@ -89,16 +97,22 @@ def validate_texts(texts: object, what: str = "texts") -> list[str]:
     return list(texts)
 
 
-def load_images(images: object, what: str = "documents") -> list[Image]:
-    """Turn a batch of PIL images and/or image paths into RGB PIL images.
+def check_images(images: object, what: str = "documents") -> list[tuple[Image | Path, int]]:
+    """Validate a batch of PIL images and/or image paths without decoding the paths' pixels.
+
+    Every path is opened far enough to read its header and verify its structure, so a missing
+    or corrupt file is reported up front; its pixels are decoded later by :func:`decode_image`,
+    a batch at a time (a large batch of page images never sits in memory decoded at once).
+
+    Returns:
+        ``(item, pixels)`` per input: the RGB image or the path, and its width times height.
 
     Raises:
         InvalidInputTypeError: not a list, or items that are neither images nor paths.
         EmptyInputError: an empty batch.
-        ImageLoadError: paths that do not exist or cannot be decoded (all of them are named).
+        ImageLoadError: paths that do not exist or cannot be read (all of them are named).
     """
     from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
 
     if isinstance(images, str | bytes | Path) or not isinstance(images, list | tuple):
         raise InvalidInputTypeError(
@@ -114,11 +128,12 @@ def load_images(images: object, what: str = "documents") -> list[Image]:
             f"{_describe(wrong)}",
             wrong,
         )
-    out: list[Image] = []
+    out: list[tuple[Image | Path, int]] = []
     bad: list[tuple[int, str]] = []
     for i, item in enumerate(images):
         if isinstance(item, PILImage.Image):
-            out.append(item.convert("RGB") if item.mode != "RGB" else item)
+            rgb = item.convert("RGB") if item.mode != "RGB" else item
+            out.append((rgb, rgb.width * rgb.height))
             continue
         path = Path(item)
         if not path.is_file():
@@ -126,14 +141,45 @@ def load_images(images: object, what: str = "documents") -> list[Image]:
             continue
         try:
             with PILImage.open(path) as im:
-                im.load()
-                out.append(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
+                width, height = im.size
+                im.verify()
+            out.append((path, width * height))
+        except Exception as exc:  # PIL raises many types for damaged files
             bad.append((i, f"{str(path)!r} is not a readable image ({exc.__class__.__name__})"))
     if bad:
         details = "; ".join(f"position {i}: {why}" for i, why in bad[:10])
         raise ImageLoadError(f"cannot load {len(bad)} image(s): {details}", [i for i, _ in bad])
     return out
+
+
+def decode_image(item: Image | Path, position: int) -> Image:
+    """The RGB pixels of an item :func:`check_images` accepted (``position`` for errors)."""
+    from PIL import Image as PILImage
+
+    if isinstance(item, PILImage.Image):
+        return item
+    try:
+        with PILImage.open(item) as im:
+            im.load()
+            rgb: Image = im.convert("RGB")
+            return rgb
+    except Exception as exc:  # changed or truncated since it was checked
+        raise ImageLoadError(
+            f"cannot load 1 image(s): position {position}: {str(item)!r} is not a readable "
+            f"image ({exc.__class__.__name__})",
+            [position],
+        ) from exc
+
+
+def load_images(images: object, what: str = "documents") -> list[Image]:
+    """Turn a batch of PIL images and/or image paths into RGB PIL images.
+
+    Raises:
+        InvalidInputTypeError: not a list, or items that are neither images nor paths.
+        EmptyInputError: an empty batch.
+        ImageLoadError: paths that do not exist or cannot be decoded (all of them are named).
+    """
+    return [decode_image(item, i) for i, (item, _) in enumerate(check_images(images, what))]
 
 
 class Encoder(ABC):
@@ -284,8 +330,19 @@ class Encoder(ABC):
             items = validate_texts(documents, "documents")
             lengths = self._text_lengths(items)
         else:
-            items = load_images(documents, "documents")
-            lengths = [im.width * im.height for im in items]
+            checked = check_images(documents, "documents")
+            items = [(i, item) for i, (item, _) in enumerate(checked)]
+            lengths = [pixels for _, pixels in checked]
+            return self._run(
+                items,
+                lambda batch: self._encode_document_batch(
+                    [decode_image(item, i) for i, item in batch]
+                ),
+                lengths,
+                batch_size,
+                show_progress_bar,
+                "Encoding documents",
+            )
         return self._run(
             items,
             self._encode_document_batch,
