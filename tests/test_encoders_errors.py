@@ -121,7 +121,9 @@ def test_colpali_truncated_image_is_named_with_its_position(colpali: Any, tmp_pa
     whole = tmp_path / "whole.png"
     Image.effect_noise((64, 64), 40).convert("RGB").save(whole)
     cut = tmp_path / "cut.png"
-    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a valid header, half the data
+    cut.write_bytes(
+        whole.read_bytes()[: whole.stat().st_size // 2]
+    )  # a valid header, half the data
     with pytest.raises(ImageLoadError) as info:
         colpali.encode_documents([whole, cut])
     assert info.value.positions == [1]

@@ -328,3 +328,26 @@ def test_open_with_stored_encoder_needs_loadable_source(
 def test_new_collection_needs_encoder(chroma_client: Any, collection_name: str) -> None:
     with pytest.raises(InvalidInputError, match="pass an encoder"):
         LateInteractionIndex(client=chroma_client, collection=collection_name)
+
+
+def test_compression_codec_is_fitted_on_a_large_first_batch(
+    chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latewise.compression import ResidualCodec
+
+    fitted: list[int] = []
+    real_fit = ResidualCodec.fit.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, vectors: Any, **kw: Any) -> Any:
+        fitted.append(int(vectors.shape[0]))
+        return real_fit(cls, vectors, **kw)
+
+    monkeypatch.setattr(ResidualCodec, "fit", classmethod(spy))
+    enc = HashEncoder(dim=64)
+    docs = [f"word{i} common text number {i % 7}" for i in range(30)]
+    idx = make_index(chroma_client, collection_name, enc, compression=2, batch_size=4)
+    idx.add(docs)
+    # batch_size 4, yet the codec saw every document's vectors (the first batch is enlarged).
+    assert fitted == [sum(v.shape[0] for v in enc.encode_documents(docs))]
+    idx.add([f"later document {i}" for i in range(9)])  # batches of 4 again; no refit
+    assert len(fitted) == 1 and len(idx) == 39
