@@ -350,4 +350,5 @@ def test_compression_codec_is_fitted_on_a_large_first_batch(
     # batch_size 4, yet the codec saw every document's vectors (the first batch is enlarged).
     assert fitted == [sum(v.shape[0] for v in enc.encode_documents(docs))]
     idx.add([f"later document {i}" for i in range(9)])  # batches of 4 again; no refit
-    assert len(fitted) == 1 and len(idx) == 39
+    assert len(fitted) == 1
+    assert len(idx) == 39
