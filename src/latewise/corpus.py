@@ -52,21 +52,26 @@ class _Vectors:
 
 
 class PrototypeTable:
-    """Every document's prototype vectors in one int8 matrix, scanned with exact MaxSim.
+    """Every document's prototype vectors in one int8 matrix, scanned with MaxSim.
 
     Rows are quantised to int8 with one float32 scale per row (relative error ~0.4%, a quarter of
-    float32's memory), packed contiguously with the owning document's slot. New documents wait in
-    a small pending list and deleted ones leave dead rows until the next compaction, which runs
-    before a scan when anything changed.
+    float32's memory). Each document owns ``width`` consecutive rows (fewer prototypes are padded
+    by repeating one, which leaves its MaxSim unchanged), so a scan is one int8 matrix product
+    per chunk — the query is quantised to int8 too — and a max over a reshaped view, with no
+    scatter. New documents wait in a small pending list and deleted ones leave dead slots until
+    the next compaction, which runs before a scan when anything changed.
     """
+
+    #: Whether ``torch._int_mm`` (int8 GEMM) runs here; set to ``False`` after its first failure.
+    _int_mm_ok: bool = True
 
     def __init__(self, dim: int) -> None:
         import torch
 
         self.dim = dim
-        self.codes = torch.empty(0, dim, dtype=torch.int8)
+        self.width = 1
+        self.codes = torch.empty(0, dim, dtype=torch.int8)  # [slots * width, dim]
         self.scales = torch.empty(0, dtype=torch.float32)
-        self.owner = torch.empty(0, dtype=torch.int32)
         self.ids: list[str | None] = []  # slot -> document id (None: deleted)
         self.slot: dict[str, int] = {}
         self._pending: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -76,7 +81,7 @@ class PrototypeTable:
         return len(self.slot) + len(self._pending)
 
     def put(self, doc_id: str, vectors: torch.Tensor) -> None:
-        """Add or replace a document's prototypes (``[m, dim]`` float)."""
+        """Add or replace a document's prototypes (``[m, dim]`` float, ``m >= 1``)."""
         import torch
 
         self.remove(doc_id)
@@ -100,53 +105,89 @@ class PrototypeTable:
     @property
     def nbytes(self) -> int:
         pending = sum(c.numel() + 4 * s.numel() for c, s in self._pending.values())
-        return int(self.codes.numel() + 8 * self.scales.numel()) + pending
+        return int(self.codes.numel() + 4 * self.scales.numel()) + pending
+
+    @staticmethod
+    def _pad(t: torch.Tensor, width: int, axis: int = 0) -> torch.Tensor:
+        """``t`` with its first entry along ``axis`` repeated until that axis has ``width``."""
+        import torch
+
+        m = t.shape[axis]
+        if m == width:
+            return t
+        first = t.narrow(axis, 0, 1)
+        reps = [1] * t.dim()
+        reps[axis] = width - m
+        return torch.cat([t, first.repeat(*reps)], dim=axis)
 
     def _compact(self) -> None:
         import torch
 
         if not self._dirty:
             return
+        width = max([self.width, *(c.shape[0] for c, _ in self._pending.values())])
         live = [i for i, d in enumerate(self.ids) if d is not None]
-        keep = torch.zeros(len(self.ids), dtype=torch.bool)
-        if live:
-            keep[torch.tensor(live)] = True
-        rows = keep[self.owner.long()] if self.owner.numel() else keep[:0]
-        new_slot = torch.full((len(self.ids),), -1, dtype=torch.int32)
-        if live:
-            new_slot[torch.tensor(live)] = torch.arange(len(live), dtype=torch.int32)
-        codes = [self.codes[rows]]
-        scales = [self.scales[rows]]
-        owner = [new_slot[self.owner[rows].long()]]
+        old_codes = self.codes.view(-1, self.width, self.dim)
+        old_scales = self.scales.view(-1, self.width)
+        keep = torch.tensor(live, dtype=torch.int64)
+        codes = [self._pad(old_codes[keep], width, axis=1).reshape(-1, self.dim)]
+        scales = [self._pad(old_scales[keep], width, axis=1).reshape(-1)]
         ids: list[str | None] = [self.ids[i] for i in live]
         for doc_id, (c, sc) in self._pending.items():
-            codes.append(c)
-            scales.append(sc)
-            owner.append(torch.full((c.shape[0],), len(ids), dtype=torch.int32))
+            codes.append(self._pad(c, width))
+            scales.append(self._pad(sc, width))
             ids.append(doc_id)
+        self.width = width
         self.codes = torch.cat(codes)
         self.scales = torch.cat(scales)
-        self.owner = torch.cat(owner)
         self.ids = ids
         self.slot = {d: i for i, d in enumerate(ids) if d is not None}
         self._pending.clear()
         self._dirty = False
 
+    def scores(self, query: torch.Tensor) -> torch.Tensor:
+        """MaxSim of ``query`` (``[n_q, dim]``) against every slot's prototypes: ``[slots]``."""
+        import torch
+
+        self._compact()
+        n_slots, width = len(self.ids), self.width
+        out = torch.empty(n_slots, dtype=torch.float32)
+        if n_slots == 0:
+            return out
+        q = query.detach().float()
+        n_q = q.shape[0]
+        step = width * 8192
+        if PrototypeTable._int_mm_ok:
+            try:
+                q_scale = (q.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+                # int8 GEMM wants the output width a multiple of 8: pad with zero columns.
+                q8 = torch.zeros(self.dim, -(-n_q // 8) * 8, dtype=torch.int8)
+                q8[:, :n_q] = torch.round(q / q_scale[:, None]).clamp(-127, 127).t()
+                for a in range(0, self.codes.shape[0], step):
+                    sim = torch._int_mm(self.codes[a : a + step], q8)[:, :n_q].float()
+                    sim.mul_(self.scales[a : a + step, None]).mul_(q_scale)
+                    out[a // width : (a + sim.shape[0]) // width] = (
+                        sim.view(-1, width, n_q).amax(dim=1).sum(dim=1)
+                    )
+                return out
+            except RuntimeError:  # no int8 GEMM for this build or shape: bfloat16 instead
+                logger.debug("torch._int_mm unavailable; scanning in bfloat16", exc_info=True)
+                PrototypeTable._int_mm_ok = False
+        qb = q.to(torch.bfloat16).t().contiguous()
+        for a in range(0, self.codes.shape[0], step):
+            sim = (self.codes[a : a + step].to(torch.bfloat16) @ qb).float()
+            sim.mul_(self.scales[a : a + step, None])
+            out[a // width : (a + sim.shape[0]) // width] = (
+                sim.view(-1, width, n_q).amax(dim=1).sum(dim=1)
+            )
+        return out
+
     def top(self, query: torch.Tensor, n: int, allowed: Sequence[str] | None) -> list[str]:
         """The ``n`` documents whose prototypes score best against ``query`` by MaxSim."""
         import torch
 
-        self._compact()
+        scores = self.scores(query)
         n_docs = len(self.ids)
-        best = torch.full((n_docs, query.shape[0]), -math.inf, dtype=torch.float32)
-        q = query.to(torch.bfloat16).t().contiguous()
-        step = 1 << 16
-        for a in range(0, self.codes.shape[0], step):
-            chunk = self.codes[a : a + step].to(torch.bfloat16)
-            sim = (chunk @ q).float() * self.scales[a : a + step, None]
-            owner = self.owner[a : a + step].long()[:, None].expand(-1, sim.shape[1])
-            best.scatter_reduce_(0, owner, sim, "amax", include_self=True)
-        scores = best.sum(1)
         if allowed is not None:
             mask = torch.full((n_docs,), -math.inf)
             slots = [self.slot[d] for d in allowed if d in self.slot]
