@@ -153,10 +153,15 @@ def run(
             f"(prototypes/codec {w.prepare_seconds:.1f}s, Chroma {w.store_seconds:.1f}s; "
             f"{w.rows} first-stage rows, {w.bytes / w.vectors:.0f} bytes/vector stored)"
         )
-        # Warm up (first query after opening loads Chroma's HNSW index).
+        # First pass: each query's candidates are mostly read from Chroma (cold cache); second
+        # pass: the same queries with every vector they touch cached, as in a warm process.
         index.search_vectors(query_vectors[:2], k=10)
-        lat = []
+        cold, lat = [], []
         approx = []
+        for q in query_vectors:
+            t = time.perf_counter()
+            index.search_vectors([q], k=10)
+            cold.append(time.perf_counter() - t)
         for q in query_vectors:
             t = time.perf_counter()
             approx.append(index.search_vectors([q], k=10)[0])
@@ -177,8 +182,10 @@ def run(
         lat_sorted = sorted(lat)
         p50 = lat_sorted[len(lat) // 2] * 1000
         p95 = lat_sorted[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000
+        cold_p50 = sorted(cold)[len(cold) // 2] * 1000
         print(
-            f"[{name}] search (encoded query, k=10): p50 {p50:.1f} ms, p95 {p95:.1f} ms; "
+            f"[{name}] search (encoded query, k=10): p50 {p50:.1f} ms, p95 {p95:.1f} ms warm "
+            f"(first pass, vectors read from Chroma: p50 {cold_p50:.1f} ms); "
             f"recall@10 vs exact {recall:.3f} over {len(query_vectors)} queries; score of the "
             f"top 10 vs exact {score_ratio:.4f}; median gap between exact #10 and #11 "
             f"{gap:.2%}"
@@ -188,6 +195,7 @@ def run(
             "store_over_encode": store / max(encode, 1e-9),
             "p50": p50,
             "p95": p95,
+            "cold_p50": cold_p50,
             "recall": recall,
             "score_ratio": score_ratio,
         }
@@ -239,7 +247,7 @@ def main() -> None:
     for name, r in results.items():
         items[f"{name} recall@10"] = f"{r['recall']:.3f}"
         items[f"{name} score ratio"] = f"{r['score_ratio']:.4f}"
-        items[f"{name} p50"] = f"{r['p50']:.0f}ms"
+        items[f"{name} p50"] = f"{r['p50']:.0f}ms (first pass {r['cold_p50']:.0f}ms)"
         items[f"{name} store/encode"] = f"{r['store_over_encode']:.2f}"
     print(summary_line("bench/index.py", items))
 
