@@ -176,3 +176,41 @@ def test_add_files_with_text_encoder_rejects_images(tmp_path: Path) -> None:
     report = index.add_files([image])
     assert report.failed_paths == [str(image)]
     assert "unsupported" in report.failures[0][1]
+
+
+def test_add_files_fits_a_compression_codec_on_many_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latewise.compression import ResidualCodec
+
+    fitted: list[int] = []
+    real_fit = ResidualCodec.fit.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, vectors: Any, **kw: Any) -> Any:
+        fitted.append(int(vectors.shape[0]))
+        return real_fit(cls, vectors, **kw)
+
+    monkeypatch.setattr(ResidualCodec, "fit", classmethod(spy))
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"n{i:02d}.txt").write_text(f"note {i} about topic{i % 3} and more words here")
+    encoder = HashEncoder()
+    index = LateInteractionIndex(
+        encoder, path=tmp_path / "db", collection="txt", compression=2, batch_size=3
+    )
+    report = index.add_files([folder])
+    assert report.ok
+    assert len(index) == 12
+    # One codec, fitted on the vectors of all twelve files, not on the first batch of three.
+    texts = [r.text or "" for r in index.get(index.ids())]
+    assert fitted == [sum(v.shape[0] for v in encoder.encode_documents(texts))]
+    # Re-indexing: nothing refitted, nothing duplicated; a file that changed replaces its doc.
+    (folder / "n00.txt").write_text("note zero rewritten")
+    again = LateInteractionIndex(encoder, path=tmp_path / "db", collection="txt", batch_size=3)
+    assert again.add_files([folder]).ok
+    assert len(again) == 12
+    assert len(fitted) == 1
+    assert [r.text for r in again.get([i for i in again.ids() if "n00" in i])] == [
+        "note zero rewritten"
+    ]

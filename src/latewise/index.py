@@ -473,16 +473,8 @@ class LateInteractionIndex:
         first_seen: dict[str, int] = {}
         total = len(items) if sized else None  # type: ignore[arg-type]
         progress = self._progress(total, show_progress_bar)
-        # A residual codec is fitted on the first batch written: give it a larger sample.
-        first = size
-        if (
-            self.settings.compression is not None
-            and self._codec is None
-            and self.store.get_blob(_CODEC_KEY) is None
-        ):
-            first = max(size, _CODEC_SAMPLE_DOCS)
         try:
-            for batch in _batches(items, ids, metadatas, size, first):
+            for batch in _batches(items, ids, metadatas, size, self._first_batch_size(size)):
                 prepared = [self._prepare(pos, item, i, m) for pos, item, i, m in batch]
                 repeats: set[int] = set()
                 for p in prepared:
@@ -506,6 +498,16 @@ class LateInteractionIndex:
         if not out:
             raise EmptyInputError("items is empty; pass at least one document")
         return out
+
+    def _first_batch_size(self, size: int) -> int:
+        """A residual codec is fitted on the first batch written: give it a larger sample."""
+        if (
+            self.settings.compression is not None
+            and self._codec is None
+            and self.store.get_blob(_CODEC_KEY) is None
+        ):
+            return max(size, _CODEC_SAMPLE_DOCS)
+        return size
 
     def _progress(self, total: int | None, show: bool | None) -> Any:
         flag = show if show is not None else self.show_progress_bar
@@ -1089,6 +1091,7 @@ class LateInteractionIndex:
         pending: list[_FileDoc] = []
         produced: dict[str, list[str]] = {}
         size = batch_size or self.batch_size
+        limit = self._first_batch_size(size)
 
         def flush() -> None:
             if pending:
@@ -1106,8 +1109,8 @@ class LateInteractionIndex:
         try:
             for doc in stream:
                 if doc.kind == "end":
-                    flush()
-                    # Documents of an earlier version of this file that it no longer has.
+                    # Documents of an earlier version of this file that it no longer has (its
+                    # current ones may still be pending: they are kept, and written later).
                     keep = set(produced.pop(doc.source, []))
                     gone = [i for i in self.ids({"source": doc.source}) if i not in keep]
                     if gone:
@@ -1115,8 +1118,9 @@ class LateInteractionIndex:
                     continue
                 produced.setdefault(doc.source, []).append(doc.id)
                 pending.append(doc)
-                if len(pending) >= size:
+                if len(pending) >= limit:
                     flush()
+                    limit = size
             flush()
         finally:
             if progress is not None:
