@@ -206,6 +206,23 @@ def test_worker_threads_leave_torch_settings_alone() -> None:
     torch.testing.assert_close(pooled.double(), naive(q, docs), rtol=0, atol=1e-5)
 
 
+def test_inside_inference_mode_with_worker_threads() -> None:
+    """Encoders return inference tensors; scoring them in ``torch.inference_mode()`` (thread-local)
+    on pooled workers must work, not fail writing into the inference-mode result."""
+    gen = torch.Generator().manual_seed(16)
+    docs = rand_items(gen, [30, 70, 5, 200, 64] * 6, 16)
+    q = rand_items(gen, [7, 7], 16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            got = maxsim([x.clone() for x in q], [d.clone() for d in docs], chunk_tokens=100)
+        assert got.is_inference()
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got.double(), naive(q, docs), rtol=0, atol=1e-5)
+
+
 def test_many_queries_of_mixed_lengths_and_large_batches() -> None:
     gen = torch.Generator().manual_seed(5)
     docs = rand_items(gen, [3, 40, 17, 1, 90], 8)

@@ -601,7 +601,15 @@ def _run_tasks(tasks: Sequence[Any], fn: Callable[[Any], None], device: torch.de
         for task in tasks:
             fn(task)
     else:
-        futures = [pool.submit(fn, task) for task in tasks]
+        # Grad and inference mode are thread-local: a caller inside ``torch.inference_mode()``
+        # hands the workers inference tensors that only inference mode may write into.
+        inference = torch.is_inference_mode_enabled()
+
+        def run(task: Any) -> None:
+            with torch.inference_mode(inference):
+                fn(task)
+
+        futures = [pool.submit(run, task) for task in tasks]
         # Wait for all (not just until the first error): a task still running later would
         # write into buffers the next call reuses.
         wait(futures)
