@@ -147,7 +147,7 @@ class _ReferenceTap(Encoder):
         self.inner, self.texts, self.queries = inner, texts, queries
         self.top_scores = torch.full((len(queries), 10), float("-inf"))
         self.top_ids = torch.full((len(queries), 10), -1, dtype=torch.long)
-        self.encode_seconds = 0.0
+        self.encode_seconds = self.reference_seconds = 0.0
 
     @property
     def dim(self) -> int:
@@ -165,11 +165,13 @@ class _ReferenceTap(Encoder):
         rows = [int(d[4:]) for d in documents]
         t = time.perf_counter()
         vectors = self.inner.encode_documents([self.texts[i] for i in rows])
-        self.encode_seconds += time.perf_counter() - t
+        t2 = time.perf_counter()
+        self.encode_seconds += t2 - t
         scores = torch.cat([self.top_scores, maxsim(self.queries, vectors)], dim=1)
         ids = torch.cat([self.top_ids, torch.tensor(rows).expand(len(self.queries), -1)], dim=1)
         self.top_scores, order = scores.topk(10, dim=1)
         self.top_ids = ids.gather(1, order)
+        self.reference_seconds += time.perf_counter() - t2
         return vectors
 
 
@@ -189,9 +191,11 @@ def part2(args: argparse.Namespace) -> dict[str, Any]:
             show_progress_bar=args.progress,
         )
         total = time.perf_counter() - t
+        store = total - tap.encode_seconds - tap.reference_seconds
         print(
             f"[minilm] indexed {len(texts)} docs in {total:.0f}s: MiniLM encoding "
-            f"{tap.encode_seconds:.0f}s, store {total - tap.encode_seconds:.0f}s"
+            f"{tap.encode_seconds:.0f}s, store {store:.0f}s "
+            f"(and {tap.reference_seconds:.0f}s for the benchmark's exact reference)"
         )
         p50, p95, recall, cold = latency_and_recall(index, queries, len(queries))
         approx = index.search_vectors(queries, k=10)

@@ -32,6 +32,7 @@ from latewise.errors import (
     InvalidInputTypeError,
     StoreError,
 )
+from latewise.scoring import maxsim_flat
 
 HEADER = 16
 
@@ -256,6 +257,33 @@ def test_residual_blobs_decode_in_one_batch(codecs128, data128) -> None:
     assert offsets.tolist() == [0, 3, 43, 44, 56]
     assert torch.equal(flat[3:43], decoded[1])
     assert codec.decode_docs([]) == []
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_blockwise_maxsim_equals_scoring_decompressed_vectors(codecs128, data128, nbits) -> None:
+    """Scoring compressed documents a cache-sized block at a time (on worker threads) gives the
+    scores of decompressing every document first (to float32 rounding), with negative similarities
+    too and with documents longer than a block."""
+    codec = codecs128[nbits]
+    g = torch.Generator().manual_seed(3)
+    lengths = [int(n) for n in torch.randint(1, 400, (60,), generator=g)] + [2500, 1]
+    picks = [torch.randint(0, 6000, (n,), generator=g) for n in lengths]
+    blobs = codec.encode_docs([data128[i] for i in picks])
+    flat, offsets = codec.decode_docs_flat(blobs)
+    for query in (data128[:32] + 0.1, -flat[:5]):  # -flat: every similarity can be negative
+        want, _ = maxsim_flat(unit(query), flat, offsets)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)  # several blocks on the worker pool
+            got = codec.maxsim_docs(unit(query), blobs)
+        finally:
+            torch.set_num_threads(threads)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+    assert codec.maxsim_docs(data128[:3], []).shape == (0,)
+    with pytest.raises(StoreError, match="position 1"):
+        codec.maxsim_docs(data128[:3], [blobs[0], blobs[1][:-1]])
+    with pytest.raises(DimensionMismatchError):
+        codec.maxsim_docs(torch.randn(3, 64), blobs)
 
 
 def _corruptions(blob: bytes) -> dict[str, bytes]:

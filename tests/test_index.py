@@ -317,6 +317,40 @@ def test_compression_and_pooling_settings(chroma_client: Any, collection_name: s
     assert again.search("goldfish swim in a small bowl", k=1)[0].text == ANIMALS[3]
 
 
+def test_compressed_two_stage_search_equals_exact_search(
+    chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compressed candidates are scored block-wise straight from their codes: with every
+    document a candidate, the two-stage hits (ids, scores, matched vectors, filters) are those
+    of the exhaustive search, which decompresses every document."""
+    enc = HashEncoder(dim=64)
+    docs = [
+        f"word{i % 9} topic{i % 4} text {i} " + " ".join(ANIMALS[i % 8].split()) for i in range(80)
+    ]
+    idx = make_index(chroma_client, collection_name, enc, compression=2, n_rerank=512)
+    idx.add(docs, metadatas=[{"group": i % 3} for i in range(80)])
+    from latewise.compression import ResidualCodec
+
+    blockwise: list[int] = []
+    real = ResidualCodec.maxsim_docs
+
+    def spy(self: Any, query: Any, blobs: Any) -> Any:
+        blockwise.append(len(blobs))
+        return real(self, query, blobs)
+
+    monkeypatch.setattr(ResidualCodec, "maxsim_docs", spy)
+    for where in (None, {"group": 1}):
+        for query in ("the cat hunts mice", "topic2 word4 garden"):
+            got = idx.search(query, k=7, where=where)
+            want = idx.search(query, k=7, where=where, exact=True)
+            assert [h.id for h in got] == [h.id for h in want]
+            assert [h.matches for h in got] == [h.matches for h in want]
+            assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+            if where:
+                assert all(h.metadata["group"] == 1 for h in got)
+    assert blockwise == [80, 80, 27, 27]  # every (matching) document was a candidate
+
+
 def test_open_with_stored_encoder_needs_loadable_source(
     chroma_client: Any, collection_name: str
 ) -> None:

@@ -406,19 +406,14 @@ class CorpusView:
 
     # -- full vectors -------------------------------------------------------------------------
 
-    def full_vectors(
-        self, ids: Sequence[str], dtype: torch.dtype | None = None
-    ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """Full vectors of ``ids`` (those still stored), flat: ``(ids, vectors, offsets)``, in
-        ``dtype`` (float32 by default)."""
-        import torch
-
+    def _entries(self, ids: Sequence[str]) -> list[tuple[str, _Vectors]]:
+        """The cached vectors of ``ids`` (those still stored), read from Chroma where missing."""
         with self.lock:
             recs = [self.records[d] for d in ids if d in self.records]
             missing = [r for r in recs if self._cached(r) is None]
+        codec = self._codec()
         if missing:
             blobs = self.store.get_blobs([r.blob_id for r in missing])
-            codec = self._codec()
             for rec in missing:
                 blob = blobs.get(rec.blob_id)
                 if blob is None:
@@ -428,10 +423,6 @@ class CorpusView:
                     )
                 with self.lock:
                     self._remember(rec.id, rec.ver, _maybe_decode(codec, blob), blob)
-        codec = self._codec()
-        tensors: list[torch.Tensor] = []
-        blob_parts: list[bytes] = []
-        kept: list[str] = []
         with self.lock:
             entries = []
             for rec in recs:
@@ -442,7 +433,35 @@ class CorpusView:
                         continue
                     entry = _Vectors(rec.ver, _maybe_decode(codec, blob), blob, rec.n_vectors)
                 entries.append((rec.id, entry))
-        for doc_id, entry in entries:
+        return entries
+
+    def compressed_scores(
+        self, query: torch.Tensor, ids: Sequence[str]
+    ) -> tuple[list[str], torch.Tensor] | None:
+        """Exact float32 MaxSim of ``query`` against residual-compressed documents ``ids`` (those
+        still stored), decompressed a cache-sized block at a time; ``None`` when the collection
+        stores uncompressed vectors."""
+        from latewise.compression import ResidualCodec
+
+        codec = self._codec()
+        if not isinstance(codec, ResidualCodec):
+            return None
+        entries = self._entries(ids)
+        blobs = [entry.blob or b"" for _, entry in entries]
+        return [doc_id for doc_id, _ in entries], codec.maxsim_docs(query, blobs)
+
+    def full_vectors(
+        self, ids: Sequence[str], dtype: torch.dtype | None = None
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Full vectors of ``ids`` (those still stored), flat: ``(ids, vectors, offsets)``, in
+        ``dtype`` (float32 by default)."""
+        import torch
+
+        codec = self._codec()
+        tensors: list[torch.Tensor] = []
+        blob_parts: list[bytes] = []
+        kept: list[str] = []
+        for doc_id, entry in self._entries(ids):
             kept.append(doc_id)
             if entry.tensor is not None:
                 tensors.append(entry.tensor)

@@ -911,14 +911,22 @@ class LateInteractionIndex:
     def _score(self, query: torch.Tensor, ids: Sequence[str], k: int) -> list[Hit]:
         """Exact MaxSim of ``query`` against the documents ``ids``; the best ``k`` as hits.
 
-        Many candidates are first scored in bfloat16 (2-4x faster); the best ``k + 64`` of
-        them are then scored again in float32, and those exact scores rank the hits.
+        Compressed candidates are scored exactly, decompressed a cache-sized block at a time,
+        and the best ``k`` kept. Uncompressed ones, when many, are first scored in bfloat16 (2-4x
+        faster) and the best ``k + 64`` of them scored again in float32. The hits are ranked by
+        float32 scores, with the matched document vector of every query vector.
         """
         if not ids:
             return []
         import torch
 
-        if len(ids) > k + _RESCORE_MARGIN:
+        compressed = self.corpus.compressed_scores(query, ids) if len(ids) > k else None
+        if compressed is not None:
+            kept, scores_t = compressed
+            scores = scores_t.tolist()
+            best = sorted(range(len(kept)), key=lambda j: (-scores[j], kept[j]))[:k]
+            ids = [kept[j] for j in best]
+        elif len(ids) > k + _RESCORE_MARGIN:
             from latewise.scoring import maxsim_flat
 
             kept, flat, offsets = self.corpus.full_vectors(ids, torch.bfloat16)

@@ -342,7 +342,7 @@ def _concat(items: Sequence[torch.Tensor], bounds: list[int], dtype: torch.dtype
         a, b = group
         torch.cat([t.detach().to(dtype) for t in items[a:b]], out=out[bounds[a] : bounds[b]])
 
-    _run_tasks(groups, run, device)
+    run_tasks(groups, run, device)
     return out
 
 
@@ -595,7 +595,9 @@ def _worker_pool() -> ThreadPoolExecutor | None:
         return executor
 
 
-def _run_tasks(tasks: Sequence[Any], fn: Callable[[Any], None], device: torch.device) -> None:
+def run_tasks(tasks: Sequence[Any], fn: Callable[[Any], None], device: torch.device) -> None:
+    """Run ``fn`` on every task: on the single-threaded scoring workers when the device is the
+    CPU and there are several tasks (each task should be cache-sized work), else inline."""
     pool = _worker_pool() if len(tasks) > 1 and device.type == "cpu" else None
     if pool is None:
         for task in tasks:
@@ -798,7 +800,7 @@ class MaxSimScorer:
             rows = vectors[start : start + m * length]
             self._score_block(g, rows, m, length, chunk, result[pos : pos + m])
 
-        _run_tasks(layout.tasks(chunk), run, vectors.device)
+        run_tasks(layout.tasks(chunk), run, vectors.device)
         out[g.first : g.first + g.n].index_copy_(1, layout.order, result.t())
 
     def _score_subset(self, g: _QueryGroup, idx: torch.Tensor, out: torch.Tensor) -> None:
@@ -842,7 +844,7 @@ class MaxSimScorer:
             self._score_block(g, rows, m, length, chunk, result[pos : pos + m])
 
         tasks = _bucket_tasks(values.tolist(), counts.tolist(), chunk)
-        _run_tasks(tasks, run, device)
+        run_tasks(tasks, run, device)
         out[g.first : g.first + g.n].index_copy_(1, order, result.t())
 
     def _score_block(
