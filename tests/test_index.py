@@ -317,30 +317,29 @@ def test_compression_and_pooling_settings(chroma_client: Any, collection_name: s
     assert again.search("goldfish swim in a small bowl", k=1)[0].text == ANIMALS[3]
 
 
-def test_compressed_two_stage_search_equals_exact_search(
-    chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("compression", [None, 2])
+def test_two_stage_search_equals_exact_search(
+    chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch, compression: Any
 ) -> None:
-    """Compressed candidates are scored block-wise straight from their codes: with every
-    document a candidate, the two-stage hits (ids, scores, matched vectors, filters) are those
-    of the exhaustive search, which decompresses every document."""
+    """Candidates are scored block-wise from their stored form (float16 or residual codes): with
+    every document a candidate, the two-stage hits (ids, scores, matched vectors, filters) are
+    those of the exhaustive search, which expands every document whole."""
+    import latewise.scoring
+
     enc = HashEncoder(dim=64)
-    docs = [
-        f"word{i % 9} topic{i % 4} text {i} " + " ".join(ANIMALS[i % 8].split()) for i in range(80)
-    ]
-    idx = make_index(chroma_client, collection_name, enc, compression=2, n_rerank=512)
+    docs = [f"w{i % 9} topic{i % 4} text {i} {ANIMALS[i % 8]}" for i in range(80)]
+    idx = make_index(chroma_client, collection_name, enc, compression=compression, n_rerank=512)
     idx.add(docs, metadatas=[{"group": i % 3} for i in range(80)])
-    from latewise.compression import ResidualCodec
-
     blockwise: list[int] = []
-    real = ResidualCodec.maxsim_docs
+    real = latewise.scoring.maxsim_blocks
 
-    def spy(self: Any, query: Any, blobs: Any) -> Any:
-        blockwise.append(len(blobs))
-        return real(self, query, blobs)
+    def spy(query: Any, counts: Any, fetch: Any, **kw: Any) -> Any:
+        blockwise.append(len(counts))
+        return real(query, counts, fetch, **kw)
 
-    monkeypatch.setattr(ResidualCodec, "maxsim_docs", spy)
+    monkeypatch.setattr(latewise.scoring, "maxsim_blocks", spy)
     for where in (None, {"group": 1}):
-        for query in ("the cat hunts mice", "topic2 word4 garden"):
+        for query in ("the cat hunts mice", "topic2 w4 garden"):
             got = idx.search(query, k=7, where=where)
             want = idx.search(query, k=7, where=where, exact=True)
             assert [h.id for h in got] == [h.id for h in want]

@@ -16,7 +16,14 @@ from latewise.errors import (
     InvalidInputTypeError,
     LatewiseError,
 )
-from latewise.scoring import MaxSimScorer, PackedVectors, maxsim, maxsim_matches, top_k
+from latewise.scoring import (
+    MaxSimScorer,
+    PackedVectors,
+    maxsim,
+    maxsim_blocks,
+    maxsim_matches,
+    top_k,
+)
 
 BF16_UNIT = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 
@@ -333,6 +340,30 @@ def test_subset_scoring_equals_full_columns(dtype: torch.dtype) -> None:
 
 
 # -- maxsim_matches ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_values", [64, 1_000, 1 << 18])
+def test_blockwise_scoring_matches_naive(block_values: int) -> None:
+    """Documents materialised a block at a time (blocks smaller than one document too) score as
+    the naive loop, with every similarity negative as well, in input order."""
+    gen = torch.Generator().manual_seed(17)
+    docs = rand_items(gen, torch.randint(1, 120, (40,), generator=gen).tolist(), 16)
+    flat = torch.cat(docs).half()  # a stored form that is not float32
+    fetched: list[tuple[int, int]] = []
+
+    def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
+        fetched.append((a, b))
+        return flat[r0:r1].float()
+
+    exact = [d.half().float() for d in docs]
+    for q in (rand_items(gen, [9], 16)[0], -exact[3][:5]):
+        got = maxsim_blocks(q, [d.shape[0] for d in docs], fetch, block_values=block_values)
+        torch.testing.assert_close(got.double(), naive([q], exact)[0], rtol=0, atol=1e-5)
+    blocks = sorted(set(fetched))  # whole documents, each in exactly one block
+    assert [a for a, _ in blocks[1:]] == [b for _, b in blocks[:-1]]
+    assert (blocks[0][0], blocks[-1][1]) == (0, 40)
+    assert len(blocks) > 1 or block_values > 10_000
+    assert maxsim_blocks(q, [], fetch).shape == (0,)
 
 
 def test_maxsim_matches() -> None:

@@ -435,20 +435,30 @@ class CorpusView:
                 entries.append((rec.id, entry))
         return entries
 
-    def compressed_scores(
+    def candidate_scores(
         self, query: torch.Tensor, ids: Sequence[str]
-    ) -> tuple[list[str], torch.Tensor] | None:
-        """Exact float32 MaxSim of ``query`` against residual-compressed documents ``ids`` (those
-        still stored), decompressed a cache-sized block at a time; ``None`` when the collection
-        stores uncompressed vectors."""
-        from latewise.compression import ResidualCodec
+    ) -> tuple[list[str], torch.Tensor]:
+        """Exact float32 MaxSim of ``query`` against documents ``ids`` (those still stored).
 
-        codec = self._codec()
-        if not isinstance(codec, ResidualCodec):
-            return None
+        The stored form (float16 or residual codes) is turned into float32 a cache-sized block
+        at a time and scored at once (:func:`latewise.scoring.maxsim_blocks`), never copied whole.
+        """
+        from latewise.compression import ResidualCodec
+        from latewise.scoring import maxsim_blocks
+
         entries = self._entries(ids)
-        blobs = [entry.blob or b"" for _, entry in entries]
-        return [doc_id for doc_id, _ in entries], codec.maxsim_docs(query, blobs)
+        kept = [doc_id for doc_id, _ in entries]
+        codec = self._codec()
+        if isinstance(codec, ResidualCodec):
+            return kept, codec.maxsim_docs(query, [entry.blob or b"" for _, entry in entries])
+        tensors = [entry.tensor for _, entry in entries if entry.tensor is not None]
+
+        def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
+            import torch
+
+            return torch.cat(tensors[a:b]).float()
+
+        return kept, maxsim_blocks(query, [t.shape[0] for t in tensors], fetch)
 
     def full_vectors(
         self, ids: Sequence[str], dtype: torch.dtype | None = None

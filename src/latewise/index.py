@@ -4,14 +4,14 @@
 upserts and deletes documents (texts, or page images with a ColPali encoder) in a Chroma
 collection and searches them in two stages:
 
-1. candidates: every document is summarised by a few "prototype" vectors (k-means means of its
+1. candidates: every document is summarised by a few "prototype" vectors (means of runs of its
    vectors), stored as Chroma rows. The first stage scores the query against all prototypes with
-   exact MaxSim in memory (bf16) — on 20k MiniLM documents this finds 98% of the exact top 10
+   MaxSim in memory (an int8 table) — on 20k MiniLM documents this finds 98% of the exact top 10
    among 512 candidates, where querying Chroma's HNSW index per query vector found 82% at the
    same cost — and falls back to Chroma's HNSW index when the prototypes are too many to hold.
    ``where`` filters are evaluated by Chroma either way.
-2. ranking: exact MaxSim over the candidates' full multi-vectors (a bf16 pass, then float32 for
-   the best ``k + 64``).
+2. ranking: exact float32 MaxSim over the candidates' full multi-vectors, expanded from their
+   stored form (float16 or residual codes) a cache-sized block at a time.
 """
 
 from __future__ import annotations
@@ -61,8 +61,6 @@ _CODEC_KEY = "codec"
 # Documents in the first batch of a compressed collection, whose vectors fit the codec: with
 # MiniLM, a codec fitted on 256 documents kept 0.75 of the uncompressed top 10, on 2,000 0.90.
 _CODEC_SAMPLE_DOCS = 1024
-#: Candidates kept after the bfloat16 pass for exact float32 scoring, beyond the k asked.
-_RESCORE_MARGIN = 64
 _FORMAT = 1
 
 
@@ -213,8 +211,8 @@ class LateInteractionIndex:
         n_rerank: how many candidate documents the first stage proposes for exact MaxSim (a
             collection, or filtered subset, this small is scored exhaustively).
         n_probe: when candidates come from Chroma's HNSW index, rows fetched per query vector.
-        scan_bytes: the first stage scans every document's prototypes in memory (exact MaxSim
-            over them, bf16) while they take at most this many bytes; above it, it asks Chroma's
+        scan_bytes: the first stage scans every document's prototypes in memory (MaxSim over
+            an int8 table) while they take at most this many bytes; above it, it asks Chroma's
             HNSW index over the same rows instead.
         batch_size: documents encoded and written per batch when adding (memory holds one
             batch of vectors at a time).
@@ -911,28 +909,17 @@ class LateInteractionIndex:
     def _score(self, query: torch.Tensor, ids: Sequence[str], k: int) -> list[Hit]:
         """Exact MaxSim of ``query`` against the documents ``ids``; the best ``k`` as hits.
 
-        Compressed candidates are scored exactly, decompressed a cache-sized block at a time,
-        and the best ``k`` kept. Uncompressed ones, when many, are first scored in bfloat16 (2-4x
-        faster) and the best ``k + 64`` of them scored again in float32. The hits are ranked by
-        float32 scores, with the matched document vector of every query vector.
+        Every candidate is scored exactly in float32, its stored form (float16 or residual
+        codes) expanded a cache-sized block at a time; the best ``k`` are then ranked with the
+        matched document vector of every query vector.
         """
         if not ids:
             return []
-        import torch
-
-        compressed = self.corpus.compressed_scores(query, ids) if len(ids) > k else None
-        if compressed is not None:
-            kept, scores_t = compressed
+        if len(ids) > k:
+            kept, scores_t = self.corpus.candidate_scores(query, ids)
             scores = scores_t.tolist()
             best = sorted(range(len(kept)), key=lambda j: (-scores[j], kept[j]))[:k]
             ids = [kept[j] for j in best]
-        elif len(ids) > k + _RESCORE_MARGIN:
-            from latewise.scoring import maxsim_flat
-
-            kept, flat, offsets = self.corpus.full_vectors(ids, torch.bfloat16)
-            approx, _ = maxsim_flat(query, flat, offsets, dtype=torch.bfloat16)
-            top = approx.topk(min(len(kept), k + _RESCORE_MARGIN)).indices.tolist()
-            ids = [kept[i] for i in top]
         kept, flat, offsets = self.corpus.full_vectors(ids)
         return self._rank(query, kept, flat, offsets, k)
 

@@ -541,6 +541,8 @@ class _ScratchPerThread:
 # that falls behind simply takes fewer chunks.
 
 _WORKER_PREFIX = "latewise-maxsim"
+# Floats per block in :func:`maxsim_blocks` (1 MiB of float32): a block stays in a core's cache.
+_BLOCK_VALUES = 1 << 18
 _POOL_LOCK = threading.Lock()
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, executor)
 
@@ -1052,6 +1054,56 @@ def maxsim_flat(
     best = torch.empty(n_docs, n_q, dtype=torch.float32)
     best.scatter_reduce_(0, owner, sim, "amax", include_self=False)
     return best.sum(1), sim
+
+
+def maxsim_blocks(
+    query: torch.Tensor,
+    counts: Sequence[int],
+    fetch: Callable[[int, int, int, int], torch.Tensor],
+    *,
+    block_values: int = _BLOCK_VALUES,
+) -> torch.Tensor:
+    """Exact float32 MaxSim of one query against documents materialised a block at a time.
+
+    For candidates stored in another form (float16, residual codes): each block of whole
+    documents (about ``block_values`` floats) is materialised by ``fetch`` and scored on a scoring
+    worker thread while it is still in that core's cache, so no float32 copy of all candidates
+    is ever made and the conversion costs little more than reading the stored form.
+
+    Args:
+        query: ``[n_q, dim]``.
+        counts: the number of vectors of each document (all ``>= 1``).
+        fetch: ``fetch(a, b, r0, r1)`` returns documents ``a..b-1`` (rows ``r0..r1-1`` of the
+            documents laid end to end) as a float32 ``[r1 - r0, dim]`` tensor.
+        block_values: floats per block (default 1 MiB worth).
+
+    Returns:
+        float32 ``[len(counts)]`` scores.
+    """
+    from bisect import bisect_right
+
+    scores = torch.empty(len(counts), dtype=torch.float32)
+    if not counts:
+        return scores
+    q = query.detach().to(torch.float32).contiguous()
+    starts = [0]
+    for c in counts:
+        starts.append(starts[-1] + int(c))
+    offsets = torch.tensor(starts, dtype=torch.int64)
+    rows = max(1, block_values // max(1, int(q.shape[1])))
+    blocks, a = [], 0
+    while a < len(counts):  # whole documents, about ``rows`` vectors per block
+        b = min(len(counts), max(a + 1, bisect_right(starts, starts[a] + rows) - 1))
+        blocks.append((a, b))
+        a = b
+
+    def score(block: tuple[int, int]) -> None:
+        a, b = block
+        r0, r1 = starts[a], starts[b]
+        scores[a:b] = maxsim_flat(q, fetch(a, b, r0, r1), offsets[a : b + 1] - r0)[0]
+
+    run_tasks(blocks, score, torch.device("cpu"))
+    return scores
 
 
 def maxsim_matches(query: torch.Tensor, document: torch.Tensor) -> tuple[float, torch.Tensor]:

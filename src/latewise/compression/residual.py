@@ -64,9 +64,6 @@ MAX_CENTROIDS = 1 << 16
 _VALID_NBITS = (1, 2, 4)
 _CODE_BYTES = 2  # centroid ids are stored as little-endian uint16
 _DECOMPRESS_CHUNK_ROWS = 16384
-# Floats per block in :meth:`ResidualCodec.maxsim_docs` (1 MiB of float32): a block is decompressed
-# and scored while it is still in the core's cache.
-_SCORE_BLOCK_VALUES = 1 << 18
 _QUANTILE_MAX_VALUES = 1 << 24  # torch.quantile's input limit; larger inputs are subsampled
 
 
@@ -664,33 +661,15 @@ class ResidualCodec:
             StoreError: a blob is corrupt or foreign (its position is named).
             DimensionMismatchError: ``query`` is not ``[n, dim]``.
         """
-        from bisect import bisect_right
-
-        from latewise.scoring import maxsim_flat, run_tasks
+        from latewise.scoring import maxsim_blocks
 
         if query.dim() != 2 or query.shape[1] != self.dim:
             raise DimensionMismatchError(
                 f"query has shape {tuple(query.shape)}; this codec's vectors are [n, {self.dim}]"
             )
         compressed, counts = self._parse_many(blobs)
-        scores = torch.empty(len(counts), dtype=torch.float32)
-        if not counts:
-            return scores
-        q = query.to(torch.float32).contiguous()
-        starts = [0]
-        for c in counts:
-            starts.append(starts[-1] + c)
-        offsets = torch.tensor(starts, dtype=torch.int64)
-        rows = max(1, _SCORE_BLOCK_VALUES // self.dim)
-        blocks, a = [], 0
-        while a < len(counts):  # whole documents, about ``rows`` vectors per block
-            b = min(len(counts), max(a + 1, bisect_right(starts, starts[a] + rows) - 1))
-            blocks.append((a, b))
-            a = b
 
-        def score(block: tuple[int, int]) -> None:
-            a, b = block
-            r0, r1 = starts[a], starts[b]
+        def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
             part = CompressedVectors(
                 compressed.codes[r0:r1],
                 compressed.residuals[r0:r1],
@@ -698,10 +677,9 @@ class ResidualCodec:
                 self.nbits,
                 compressed.codec_id,
             )
-            scores[a:b] = maxsim_flat(q, self.decompress(part), offsets[a : b + 1] - r0)[0]
+            return self.decompress(part)
 
-        run_tasks(blocks, score, torch.device("cpu"))
-        return scores
+        return maxsim_blocks(query, counts, fetch)
 
     # -- serialisation --------------------------------------------------------------------------
 
