@@ -286,6 +286,25 @@ def test_blockwise_maxsim_equals_scoring_decompressed_vectors(codecs128, data128
         codec.maxsim_docs(torch.randn(3, 64), blobs)
 
 
+def test_centroid_interaction_is_maxsim_over_the_centroids(codecs128, data128) -> None:
+    """PLAID's centroid interaction: each stored vector replaced by its centroid."""
+    codec = codecs128[2]
+    docs = [data128[i * 50 : i * 50 + n] for i, n in enumerate((3, 50, 1, 37, 12))]
+    blobs = codec.encode_docs(docs)
+    query = unit(data128[4000:4016] + 0.2)
+    as_centroids = [codec.centroids[codec.compress(d).codes.long()] for d in docs]
+    lengths = torch.tensor([d.shape[0] for d in docs])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    want, _ = maxsim_flat(query, torch.cat(as_centroids), offsets)
+    torch.testing.assert_close(codec.centroid_scores(query, blobs), want, rtol=1e-6, atol=1e-5)
+    exact = codec.maxsim_docs(query, blobs)
+    assert (want - exact).abs().max() < 0.1 * exact.abs().max()  # close to the exact scores
+    with pytest.raises(StoreError, match="position 2"):
+        codec.centroid_scores(query, [*blobs[:2], b"junk"])
+    with pytest.raises(DimensionMismatchError):
+        codec.centroid_scores(torch.randn(2, 64), blobs)
+
+
 def _corruptions(blob: bytes) -> dict[str, bytes]:
     return {
         "truncated": blob[:-1],

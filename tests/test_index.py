@@ -350,6 +350,35 @@ def test_two_stage_search_equals_exact_search(
     assert blockwise == [80, 80, 27, 27]  # every (matching) document was a candidate
 
 
+def test_compressed_collections_narrow_wide_candidates_by_centroid_interaction(
+    chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed collection's prototype scan proposes ``n_candidates`` documents; centroid
+    interaction keeps ``n_rerank`` of them for exact scoring."""
+    from latewise.compression import ResidualCodec
+
+    enc = HashEncoder(dim=64)
+    docs = [f"w{i % 9} topic{i % 4} text {i} {ANIMALS[i % 8]}" for i in range(80)]
+    idx = make_index(
+        chroma_client, collection_name, enc, compression=2, n_rerank=6, n_candidates=30
+    )
+    idx.add(docs)
+    narrowed: list[int] = []
+    real = ResidualCodec.centroid_scores
+
+    def spy(self: Any, query: Any, blobs: Any) -> Any:
+        narrowed.append(len(blobs))
+        return real(self, query, blobs)
+
+    monkeypatch.setattr(ResidualCodec, "centroid_scores", spy)
+    hits = idx.search(docs[17], k=3)
+    assert narrowed == [30]
+    assert hits[0].text == docs[17]
+    assert hits == idx.search(docs[17], k=3, exact=True)[:1] + hits[1:]
+    with pytest.raises(InvalidInputError, match="n_candidates"):
+        make_index(chroma_client, collection_name, enc, n_candidates=0)
+
+
 def test_open_with_stored_encoder_needs_loadable_source(
     chroma_client: Any, collection_name: str
 ) -> None:

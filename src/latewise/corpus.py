@@ -361,13 +361,21 @@ class CorpusView:
         allowed: Sequence[str] | None = None,
         where: Mapping[str, Any] | None = None,
         n_probe: int = 32,
+        n_wide: int | None = None,
     ) -> list[str]:
         """At most ``n`` candidate documents for ``query``.
 
         ``allowed`` (the ids matching ``where``, when a filter is given) restricts them. All
         documents when they are ``n`` or fewer; else the best by MaxSim over their prototypes,
-        scanned in memory; else (prototypes too many to hold) from Chroma's HNSW index.
+        scanned in memory; else (prototypes too many to hold) from Chroma's HNSW index. In a
+        compressed collection that step proposes ``n_wide`` documents and centroid interaction
+        (:meth:`ResidualCodec.centroid_scores`) keeps the best ``n`` of them.
         """
+        from latewise.compression import ResidualCodec
+
+        codec = self._codec()
+        wide = max(n, n_wide or n) if isinstance(codec, ResidualCodec) else n
+        found: list[str] | None = None
         with self.lock:
             pool = (
                 list(self.records) if allowed is None else [d for d in allowed if d in self.records]
@@ -375,8 +383,15 @@ class CorpusView:
             if len(pool) <= n:
                 return pool
             if self.protos is not None:
-                return self.protos.top(query, n, allowed)
-        return self.ann_candidates(query, n, n_probe, where)
+                found = self.protos.top(query, wide, allowed)
+        if found is None:
+            found = self.ann_candidates(query, wide, n_probe, where)
+        if len(found) <= n or not isinstance(codec, ResidualCodec):
+            return found
+        entries = self._entries(found)
+        approx = codec.centroid_scores(query, [entry.blob or b"" for _, entry in entries]).tolist()
+        best = sorted(range(len(entries)), key=lambda j: (-approx[j], entries[j][0]))[:n]
+        return [entries[j][0] for j in best]
 
     def ann_candidates(
         self, query: torch.Tensor, n: int, n_probe: int, where: Mapping[str, Any] | None

@@ -208,8 +208,12 @@ class LateInteractionIndex:
         compression, pool_factor, prototypes, hnsw: storage settings (see :class:`IndexSettings`);
             ``None`` keeps the stored value for an existing collection, or the default for a new
             one. Giving a value that differs from the stored one raises.
-        n_rerank: how many candidate documents the first stage proposes for exact MaxSim (a
-            collection, or filtered subset, this small is scored exhaustively).
+        n_rerank: how many candidate documents are scored with exact MaxSim (a collection, or
+            filtered subset, this small is scored exhaustively).
+        n_candidates: in a compressed collection, how many documents the prototype scan
+            proposes; centroid interaction (scores from the residual codes' centroids alone)
+            keeps the best ``n_rerank`` of them. ``None``: ``4 * n_rerank``. Uncompressed
+            collections score the scan's best ``n_rerank`` directly.
         n_probe: when candidates come from Chroma's HNSW index, rows fetched per query vector.
         scan_bytes: the first stage scans every document's prototypes in memory (MaxSim over
             an int8 table) while they take at most this many bytes; above it, it asks Chroma's
@@ -235,6 +239,7 @@ class LateInteractionIndex:
         prototypes: int | None = None,
         hnsw: Mapping[str, Any] | None = None,
         n_rerank: int = 512,
+        n_candidates: int | None = None,
         n_probe: int = 32,
         scan_bytes: int = 1 << 30,
         batch_size: int = 256,
@@ -247,6 +252,7 @@ class LateInteractionIndex:
         for name, value in (
             ("n_probe", n_probe),
             ("n_rerank", n_rerank),
+            ("n_candidates", 4 * n_rerank if n_candidates is None else n_candidates),
             ("batch_size", batch_size),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -255,6 +261,7 @@ class LateInteractionIndex:
         self.client = client if client is not None else _make_client(self.path)
         self.n_probe = n_probe
         self.n_rerank = n_rerank
+        self.n_candidates = n_candidates
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self._lock = threading.RLock()
@@ -888,7 +895,12 @@ class LateInteractionIndex:
         out: list[list[Hit]] = []
         for q in queries:
             candidates = self.corpus.candidates(
-                q, n, allowed=allowed, where=where, n_probe=self.n_probe
+                q,
+                n,
+                allowed=allowed,
+                where=where,
+                n_probe=self.n_probe,
+                n_wide=4 * n if self.n_candidates is None else self.n_candidates,
             )
             out.append(self._score(q, candidates, k))
         return out

@@ -1048,12 +1048,18 @@ def maxsim_flat(
     lengths = offsets[1:] - offsets[:-1]
     if bool((lengths <= 0).any()):
         raise EmptyInputError("every document needs at least one vector")
-    n_docs, n_q = int(lengths.numel()), int(query.shape[0])
     sim = (vectors.to(dtype) @ query.to(dtype).t()).float()
+    return _segment_maxsim(sim, lengths), sim
+
+
+def _segment_maxsim(sim: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per document (consecutive runs of ``lengths`` rows of ``sim``, ``[rows, n_q]``): the sum
+    over query vectors of the best row."""
+    n_docs, n_q = int(lengths.numel()), int(sim.shape[1])
     owner = torch.repeat_interleave(torch.arange(n_docs), lengths).unsqueeze(1).expand(-1, n_q)
     best = torch.empty(n_docs, n_q, dtype=torch.float32)
     best.scatter_reduce_(0, owner, sim, "amax", include_self=False)
-    return best.sum(1), sim
+    return best.sum(1)
 
 
 def maxsim_blocks(
@@ -1062,6 +1068,7 @@ def maxsim_blocks(
     fetch: Callable[[int, int, int, int], torch.Tensor],
     *,
     block_values: int = _BLOCK_VALUES,
+    similarities: bool = False,
 ) -> torch.Tensor:
     """Exact float32 MaxSim of one query against documents materialised a block at a time.
 
@@ -1076,6 +1083,9 @@ def maxsim_blocks(
         fetch: ``fetch(a, b, r0, r1)`` returns documents ``a..b-1`` (rows ``r0..r1-1`` of the
             documents laid end to end) as a float32 ``[r1 - r0, dim]`` tensor.
         block_values: floats per block (default 1 MiB worth).
+        similarities: ``fetch`` returns the ``[r1 - r0, n_q]`` similarities of those rows to
+            the query instead of the vectors (for approximate scores computed another way,
+            e.g. centroid interaction).
 
     Returns:
         float32 ``[len(counts)]`` scores.
@@ -1090,7 +1100,7 @@ def maxsim_blocks(
     for c in counts:
         starts.append(starts[-1] + int(c))
     offsets = torch.tensor(starts, dtype=torch.int64)
-    rows = max(1, block_values // max(1, int(q.shape[1])))
+    rows = max(1, block_values // max(1, int(q.shape[0 if similarities else 1])))
     blocks, a = [], 0
     while a < len(counts):  # whole documents, about ``rows`` vectors per block
         b = min(len(counts), max(a + 1, bisect_right(starts, starts[a] + rows) - 1))
@@ -1100,7 +1110,11 @@ def maxsim_blocks(
     def score(block: tuple[int, int]) -> None:
         a, b = block
         r0, r1 = starts[a], starts[b]
-        scores[a:b] = maxsim_flat(q, fetch(a, b, r0, r1), offsets[a : b + 1] - r0)[0]
+        local = offsets[a : b + 1] - r0
+        if similarities:
+            scores[a:b] = _segment_maxsim(fetch(a, b, r0, r1), local[1:] - local[:-1])
+        else:
+            scores[a:b] = maxsim_flat(q, fetch(a, b, r0, r1), local)[0]
 
     run_tasks(blocks, score, torch.device("cpu"))
     return scores
