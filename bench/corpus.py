@@ -17,7 +17,7 @@ from pathlib import Path
 __all__ = ["extra_docstrings"]
 
 
-def _docstrings(path: Path) -> Iterator[str]:
+def _docstrings(path: Path, min_chars: int) -> Iterator[str]:
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
@@ -25,25 +25,29 @@ def _docstrings(path: Path) -> Iterator[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
             doc = ast.get_docstring(node, clean=True)
-            if doc and len(doc) >= 200:
+            if doc and len(doc) >= min_chars:
                 name = getattr(node, "name", path.stem)
                 yield f"{name}: {doc[:2000]}"
 
 
 def extra_docstrings(n: int, *, exclude: set[str] | None = None) -> list[str]:
-    """``n`` distinct docstring documents (at least 200 characters) from site-packages."""
+    """``n`` distinct docstring documents from site-packages: those of at least 200 characters
+    first, then (when a fresh install has fewer than ``n``) of at least 80."""
     root = Path(sysconfig.get_paths()["purelib"])
     seen = set(exclude or ())
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and d != "tests")
-        for fn in sorted(filenames):
-            if not fn.endswith(".py"):
-                continue
-            for doc in _docstrings(Path(dirpath) / fn):
-                if doc not in seen:
-                    seen.add(doc)
-                    out.append(doc)
-                    if len(out) >= n:
-                        return out
+    for min_chars in (200, 80):  # the second pass adds only the shorter ones (seen)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith((".", "_")) and d != "tests"
+            )
+            for fn in sorted(filenames):
+                if not fn.endswith(".py"):
+                    continue
+                for doc in _docstrings(Path(dirpath) / fn, min_chars):
+                    if doc not in seen:
+                        seen.add(doc)
+                        out.append(doc)
+                        if len(out) >= n:
+                            return out
     return out

@@ -195,8 +195,12 @@ class PrototypeTable:
                 mask[torch.tensor(slots)] = 0.0
             scores = scores + mask
         k = min(n, n_docs)
-        top = scores.topk(k).indices.tolist()
-        return [d for i in top if (d := self.ids[i]) is not None and scores[i] > -math.inf]
+        values, top = scores.topk(k)
+        return [
+            d
+            for i, v in zip(top.tolist(), values.tolist(), strict=True)
+            if (d := self.ids[i]) is not None and v > -math.inf
+        ]
 
 
 class CorpusView:
