@@ -16,4 +16,5 @@ pytest_plugins = [
     "tests.fixtures.documents",
     "tests.fixtures.hash_encoder",
     "tests.fixtures.chroma_server",
+    "tests.fixtures.spies",
 ]

@@ -179,18 +179,9 @@ def test_add_files_with_text_encoder_rejects_images(tmp_path: Path) -> None:
 
 
 def test_add_files_fits_a_compression_codec_on_many_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, codec_fits: list[int]
 ) -> None:
-    from latewise.compression import ResidualCodec
-
-    fitted: list[int] = []
-    real_fit = ResidualCodec.fit.__func__  # type: ignore[attr-defined]
-
-    def spy(cls: Any, vectors: Any, **kw: Any) -> Any:
-        fitted.append(int(vectors.shape[0]))
-        return real_fit(cls, vectors, **kw)
-
-    monkeypatch.setattr(ResidualCodec, "fit", classmethod(spy))
+    fitted = codec_fits
     folder = tmp_path / "notes"
     folder.mkdir()
     for i in range(12):

@@ -393,18 +393,9 @@ def test_new_collection_needs_encoder(chroma_client: Any, collection_name: str) 
 
 
 def test_compression_codec_is_fitted_on_a_large_first_batch(
-    chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch
+    chroma_client: Any, collection_name: str, codec_fits: list[int]
 ) -> None:
-    from latewise.compression import ResidualCodec
-
-    fitted: list[int] = []
-    real_fit = ResidualCodec.fit.__func__  # type: ignore[attr-defined]
-
-    def spy(cls: Any, vectors: Any, **kw: Any) -> Any:
-        fitted.append(int(vectors.shape[0]))
-        return real_fit(cls, vectors, **kw)
-
-    monkeypatch.setattr(ResidualCodec, "fit", classmethod(spy))
+    fitted = codec_fits
     enc = HashEncoder(dim=64)
     docs = [f"word{i} common text number {i % 7}" for i in range(30)]
     idx = make_index(chroma_client, collection_name, enc, compression=2, batch_size=4)

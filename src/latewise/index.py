@@ -252,7 +252,7 @@ class LateInteractionIndex:
         for name, value in (
             ("n_probe", n_probe),
             ("n_rerank", n_rerank),
-            ("n_candidates", 4 * n_rerank if n_candidates is None else n_candidates),
+            ("n_candidates", 1 if n_candidates is None else n_candidates),
             ("batch_size", batch_size),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -658,6 +658,16 @@ class ResidualCodec:
         flat, offsets = self.decode_docs_flat(blobs)
         return list(torch.split(flat, (offsets[1:] - offsets[:-1]).tolist()))
 
+    def _parse_for_query(
+        self, query: torch.Tensor, blobs: Sequence[bytes]
+    ) -> tuple[CompressedVectors, list[int]]:
+        """Check that ``query`` is ``[n, dim]`` of this codec, then parse ``blobs``."""
+        if query.dim() != 2 or query.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"query has shape {tuple(query.shape)}; this codec's vectors are [n, {self.dim}]"
+            )
+        return self._parse_many(blobs)
+
     def maxsim_docs(self, query: torch.Tensor, blobs: Sequence[bytes]) -> torch.Tensor:
         """Exact float32 MaxSim of ``query`` against compressed documents (blobs from
         :meth:`encode_doc`), decompressing a cache-sized block of documents at a time.
@@ -676,11 +686,7 @@ class ResidualCodec:
         """
         from latewise.scoring import maxsim_blocks
 
-        if query.dim() != 2 or query.shape[1] != self.dim:
-            raise DimensionMismatchError(
-                f"query has shape {tuple(query.shape)}; this codec's vectors are [n, {self.dim}]"
-            )
-        compressed, counts = self._parse_many(blobs)
+        compressed, counts = self._parse_for_query(query, blobs)
 
         def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
             part = CompressedVectors(
@@ -712,11 +718,7 @@ class ResidualCodec:
         """
         from latewise.scoring import maxsim_blocks
 
-        if query.dim() != 2 or query.shape[1] != self.dim:
-            raise DimensionMismatchError(
-                f"query has shape {tuple(query.shape)}; this codec's vectors are [n, {self.dim}]"
-            )
-        compressed, counts = self._parse_many(blobs)
+        compressed, counts = self._parse_for_query(query, blobs)
         table = (self.centroids @ query.detach().float().t()).contiguous()  # [n_centroids, n_q]
         codes = compressed.codes
 
