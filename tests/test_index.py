@@ -353,9 +353,11 @@ def test_two_stage_search_equals_exact_search(
 def test_compressed_collections_narrow_wide_candidates_by_centroid_interaction(
     chroma_client: Any, collection_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A compressed collection's prototype scan proposes ``n_candidates`` documents; centroid
-    interaction keeps ``n_rerank`` of them for exact scoring."""
+    """A compressed collection's prototype scan proposes ``n_candidates`` documents; the sum of
+    their prototype and centroid-interaction scores keeps ``n_rerank`` of them for exact
+    scoring."""
     from latewise.compression import ResidualCodec
+    from latewise.corpus import CorpusView
 
     enc = HashEncoder(dim=64)
     docs = [f"w{i % 9} topic{i % 4} text {i} {ANIMALS[i % 8]}" for i in range(80)]
@@ -363,16 +365,27 @@ def test_compressed_collections_narrow_wide_candidates_by_centroid_interaction(
         chroma_client, collection_name, enc, compression=2, n_rerank=6, n_candidates=30
     )
     idx.add(docs)
-    narrowed: list[int] = []
-    real = ResidualCodec.centroid_scores
+    narrowed: list[torch.Tensor] = []
+    rescored: list[list[str]] = []
+    real_ci, real_exact = ResidualCodec.centroid_maxsim, CorpusView.candidate_scores
 
-    def spy(self: Any, query: Any, blobs: Any) -> Any:
-        narrowed.append(len(blobs))
-        return real(self, query, blobs)
+    def spy_ci(self: Any, query: Any, counts: Any, rows: Any) -> Any:
+        narrowed.append(real_ci(self, query, counts, rows))
+        return narrowed[-1]
 
-    monkeypatch.setattr(ResidualCodec, "centroid_scores", spy)
+    def spy_exact(self: Any, query: Any, ids: Any) -> Any:
+        rescored.append(list(ids))
+        return real_exact(self, query, ids)
+
+    monkeypatch.setattr(ResidualCodec, "centroid_maxsim", spy_ci)
+    monkeypatch.setattr(CorpusView, "candidate_scores", spy_exact)
     hits = idx.search(docs[17], k=3)
-    assert narrowed == [30]
+    assert [len(s) for s in narrowed] == [30]
+    query = enc.encode_queries([docs[17]])[0]
+    assert idx.corpus.protos is not None
+    wide, first = idx.corpus.protos.top(query, 30, None)
+    total = dict(zip(wide, (first + narrowed[0]).tolist(), strict=True))
+    assert rescored == [sorted(wide, key=lambda d: (-total[d], d))[:6]]
     assert hits[0].text == docs[17]
     assert hits == idx.search(docs[17], k=3, exact=True)[:1] + hits[1:]
     with pytest.raises(InvalidInputError, match="n_candidates"):
@@ -405,3 +418,34 @@ def test_compression_codec_is_fitted_on_a_large_first_batch(
     idx.add([f"later document {i}" for i in range(9)])  # batches of 4 again; no refit
     assert len(fitted) == 1
     assert len(idx) == 39
+
+
+@pytest.mark.parametrize("compression", [None, 2])
+def test_a_bounded_vector_cache_gives_the_same_results(
+    chroma_client: Any, collection_name: str, compression: Any
+) -> None:
+    """With ``cache_bytes`` far below the collection's vectors, searches read evicted documents
+    back from Chroma and return what an unbounded index returns, while the resident vectors
+    stay within the bound (plus the last document read)."""
+    enc = HashEncoder(dim=64)
+    docs = [f"w{i % 9} topic{i % 4} text {i} {ANIMALS[i % 8]}" for i in range(80)]
+    full = make_index(chroma_client, collection_name, enc, compression=compression, n_rerank=8)
+    full.add(docs, metadatas=[{"group": i % 3} for i in range(80)])
+    bound = 3_000
+    small = make_index(
+        chroma_client, collection_name, enc, n_rerank=8, n_candidates=40, cache_bytes=bound
+    )
+    full.n_candidates = 40
+    for query in ("the cat hunts mice", "topic2 w4 garden", docs[33]):
+        for where in (None, {"group": 1}):
+            for exact in (False, True):
+                want = full.search(query, k=5, where=where, exact=exact)
+                assert small.search(query, k=5, where=where, exact=exact) == want
+                rows = small.corpus._rows
+                assert rows is not None
+                assert rows.live_bytes <= bound + 64 * 64 * 2 + 64
+                # Dead rows are reclaimed in batches (a quarter of those used, or 1,024 rows).
+                dead = rows.nbytes - rows.live_bytes
+                assert dead <= max(rows.nbytes // 4, 1024 * rows.row_bytes)
+    small.upsert(["a brand new text about owls"], ids=[small.ids()[0]])
+    assert small.search("owls", k=1)[0].text == "a brand new text about owls"

@@ -9,7 +9,9 @@ collection and searches them in two stages:
    MaxSim in memory (an int8 table) — on 20k MiniLM documents this finds 98% of the exact top 10
    among 512 candidates, where querying Chroma's HNSW index per query vector found 82% at the
    same cost — and falls back to Chroma's HNSW index when the prototypes are too many to hold.
-   ``where`` filters are evaluated by Chroma either way.
+   ``where`` filters are evaluated by Chroma either way. In a compressed collection the scan
+   proposes more candidates (2,048), re-ranked by the sum of their prototype score and their
+   centroid-interaction score (PLAID's estimate from the residual codes' centroids).
 2. ranking: exact float32 MaxSim over the candidates' full multi-vectors, expanded from their
    stored form (float16 or residual codes) a cache-sized block at a time.
 """
@@ -209,11 +211,13 @@ class LateInteractionIndex:
             ``None`` keeps the stored value for an existing collection, or the default for a new
             one. Giving a value that differs from the stored one raises.
         n_rerank: how many candidate documents are scored with exact MaxSim (a collection, or
-            filtered subset, this small is scored exhaustively).
+            filtered subset, this small is scored exhaustively). ``None``: 512, or 192 in a
+            compressed collection, whose candidates were already narrowed by a second estimate.
         n_candidates: in a compressed collection, how many documents the prototype scan
-            proposes; centroid interaction (scores from the residual codes' centroids alone)
-            keeps the best ``n_rerank`` of them. ``None``: ``4 * n_rerank``. Uncompressed
-            collections score the scan's best ``n_rerank`` directly.
+            proposes; the sum of their prototype score and their centroid-interaction score
+            (MaxSim with every vector replaced by its centroid, from the residual codes alone)
+            keeps the best ``n_rerank`` of them. ``None``: ``max(2048, 4 * n_rerank)``.
+            Uncompressed collections score the scan's best ``n_rerank`` directly.
         n_probe: when candidates come from Chroma's HNSW index, rows fetched per query vector.
         scan_bytes: the first stage scans every document's prototypes in memory (MaxSim over
             an int8 table) while they take at most this many bytes; above it, it asks Chroma's
@@ -222,7 +226,8 @@ class LateInteractionIndex:
             batch of vectors at a time).
         image_dir: where page images given as PIL images are saved (they are never stored in
             Chroma as pixels); defaults to ``<path>/pages/<collection>``.
-        cache_bytes: upper bound of the in-memory cache of full vectors (``None``: no bound).
+        cache_bytes: upper bound of the in-memory cache of full vectors (``None``: no bound);
+            least recently used documents leave first, their rows reclaimed in batches.
         show_progress_bar: show progress bars when adding.
     """
 
@@ -238,7 +243,7 @@ class LateInteractionIndex:
         pool_factor: int | None = None,
         prototypes: int | None = None,
         hnsw: Mapping[str, Any] | None = None,
-        n_rerank: int = 512,
+        n_rerank: int | None = None,
         n_candidates: int | None = None,
         n_probe: int = 32,
         scan_bytes: int = 1 << 30,
@@ -251,7 +256,7 @@ class LateInteractionIndex:
             raise InvalidInputError("pass either client=, path= or ephemeral=True, not several")
         for name, value in (
             ("n_probe", n_probe),
-            ("n_rerank", n_rerank),
+            ("n_rerank", 1 if n_rerank is None else n_rerank),
             ("n_candidates", 1 if n_candidates is None else n_candidates),
             ("batch_size", batch_size),
         ):
@@ -608,7 +613,7 @@ class LateInteractionIndex:
             t0 = time.perf_counter()
             vectors = self._encode_documents([p.item for p in todo], [p.position for p in todo])
             t1 = time.perf_counter()
-            records, rows, protos, stored = self._make_records(todo, vectors)
+            records, rows, protos = self._make_records(todo, vectors)
             t2 = time.perf_counter()
             self.store.write(records, rows)
             if old_records:
@@ -618,7 +623,7 @@ class LateInteractionIndex:
             self.written.encode_seconds += t1 - t0
             self.written.prepare_seconds += t2 - t1
             self.written.store_seconds += time.perf_counter() - t2
-            self.corpus.apply_write(records, protos, stored, generation, previous)
+            self.corpus.apply_write(records, protos, generation, previous)
             self.written.documents += len(records)
             self.written.vectors += sum(r.n_vectors for r in records)
             self.written.rows += sum(r.n_rows for r in records)
@@ -657,9 +662,9 @@ class LateInteractionIndex:
 
     def _make_records(
         self, batch: list[_Prepared], vectors: list[torch.Tensor]
-    ) -> tuple[list[DocRecord], Any, list[torch.Tensor], list[torch.Tensor]]:
-        """Stored form of a batch: records (with blobs), first-stage rows, the prototypes per
-        document and the vectors as stored (pooled when ``pool_factor`` > 1)."""
+    ) -> tuple[list[DocRecord], Any, list[torch.Tensor]]:
+        """Stored form of a batch: records (with blobs), first-stage rows and the prototypes per
+        document (of the vectors as stored: pooled when ``pool_factor`` > 1)."""
         import torch
 
         from latewise.compression import pool_vectors_batch, prototypes_batch
@@ -689,7 +694,7 @@ class LateInteractionIndex:
                 )
             )
         rows = torch.cat(protos).float().numpy()
-        return records, rows, protos, vectors
+        return records, rows, protos
 
     def _save_image(self, image: Any, ver: str, page: PageRef) -> PageRef:
         self.image_dir.mkdir(parents=True, exist_ok=True)
@@ -891,7 +896,10 @@ class LateInteractionIndex:
         if exact:
             return self._search_exhaustive(queries, k, where)
         allowed = self.store.ids(where) if where is not None else None
-        n = max(self.n_rerank, k)
+        if self.n_rerank is not None:
+            n = max(self.n_rerank, k)
+        else:
+            n = max(512 if self.settings.compression is None else 192, k)
         out: list[list[Hit]] = []
         for q in queries:
             candidates = self.corpus.candidates(
@@ -900,7 +908,7 @@ class LateInteractionIndex:
                 allowed=allowed,
                 where=where,
                 n_probe=self.n_probe,
-                n_wide=4 * n if self.n_candidates is None else self.n_candidates,
+                n_wide=max(2048, 4 * n) if self.n_candidates is None else self.n_candidates,
             )
             out.append(self._score(q, candidates, k))
         return out

@@ -15,7 +15,7 @@ themselves with safetensors (never pickle), and are restored by their ``kind`` t
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -88,6 +88,18 @@ class VectorCodec(Protocol):
 
     def decode_docs_flat(self, blobs: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
         """Many blobs to ``(vectors [total, dim] float32, offsets [len + 1] int64)``."""
+        ...
+
+    def columns(self, blobs: Sequence[bytes]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Many blobs, checked, in the form an index keeps in memory: named tensors with one
+        row per vector (the blobs' vectors end to end), and each blob's vector count."""
+        ...
+
+    def expand(
+        self, columns: Mapping[str, torch.Tensor], *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rows of :meth:`columns` (any of them, in any order, the same rows of every column)
+        to ``[n, dim]`` float32 vectors, written into ``out`` when given."""
         ...
 
     def to_bytes(self) -> bytes:
@@ -176,10 +188,10 @@ class Float16Codec:
             for x in checked
         ]
 
-    def _parse_many(
+    def _parse(
         self, blobs: Sequence[bytes], positions: bool = True
     ) -> tuple[torch.Tensor, list[int]]:
-        """Check every blob, then convert all payloads to float32 with one copy."""
+        """Check every blob, then gather all payloads as one ``[total, dim]`` float16 tensor."""
         counts: list[int] = []
         parts: list[memoryview] = []
         for i, blob in enumerate(blobs):
@@ -207,21 +219,32 @@ class Float16Codec:
             counts.append(head.n)
         total = sum(counts)
         if total == 0:
-            return torch.empty(0, self._dim), counts
+            return torch.empty(0, self._dim, dtype=torch.float16), counts
         raw = frombuffer_readonly(b"".join(parts), torch.float16)
         if sys.byteorder != "little":  # pragma: no cover - blobs are little-endian
             raw = torch.from_numpy(raw.numpy().byteswap())
-        return raw.view(total, self._dim).to(torch.float32), counts
+        return raw.view(total, self._dim), counts
+
+    def columns(self, blobs: Sequence[bytes]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """``{"vectors": [total, dim] float16}`` and each blob's vector count."""
+        half, counts = self._parse(blobs)
+        return {"vectors": half}, counts
+
+    def expand(
+        self, columns: Mapping[str, torch.Tensor], *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        half = columns["vectors"]
+        return half.float() if out is None else out.copy_(half)
 
     def decode_doc(self, blob: bytes) -> torch.Tensor:
-        return self._parse_many([blob], positions=False)[0]
+        return self._parse([blob], positions=False)[0].float()
 
     def decode_docs_flat(self, blobs: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
-        flat, counts = self._parse_many(blobs)
+        half, counts = self._parse(blobs)
         offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         if counts:
             torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0, out=offsets[1:])
-        return flat, offsets
+        return half.float(), offsets
 
     def decode_docs(self, blobs: Sequence[bytes]) -> list[torch.Tensor]:
         flat, offsets = self.decode_docs_flat(blobs)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -461,7 +462,7 @@ class ResidualCodec:
             block = out[start:end]
             torch.index_select(self.centroids, 0, codes[start:end], out=block)
             flat_idx = idx[: m * n_bytes]
-            flat_idx.copy_(packed[start:end].reshape(-1))
+            flat_idx.view(m, n_bytes).copy_(packed[start:end])
             decoded = res[: m * n_bytes]
             torch.index_select(self._table, 0, flat_idx, out=decoded)
             decoded_rows = decoded.view(m, n_bytes * per_byte)
@@ -550,13 +551,13 @@ class ResidualCodec:
             start = end
         return out
 
-    def _parse_many(
+    def _parse(
         self, blobs: Sequence[bytes], positions: bool = True
-    ) -> tuple[CompressedVectors, list[int]]:
+    ) -> tuple[dict[str, torch.Tensor], list[int]]:
         """Check every blob's header and length, then gather all ids and codes with one copy.
 
         Returns:
-            The concatenated compressed vectors and the vector count of each blob.
+            :meth:`columns`' columns and the vector count of each blob.
         """
         pb = _packed_bytes(self.dim, self.nbits)
         hs = DOC_HEADER.size
@@ -606,17 +607,17 @@ class ResidualCodec:
             counts.append(head.n)
         total = sum(counts)
         if total == 0:
-            empty = CompressedVectors(
-                torch.empty(0, dtype=torch.int32),
-                torch.empty(0, pb, dtype=torch.uint8),
-                self.dim,
-                self.nbits,
-                self.codec_id,
-            )
+            empty = {
+                "codes": torch.empty(0, dtype=torch.int16),
+                "residuals": torch.empty(0, pb, dtype=torch.uint8),
+            }
             return empty, counts
-        ids = np.frombuffer(b"".join(id_parts), dtype="<u2", count=total).astype(np.int32)
-        packed = frombuffer_readonly(b"".join(code_parts), torch.uint8)
-        codes = torch.from_numpy(ids)
+        ids = frombuffer_readonly(b"".join(id_parts), torch.int16)  # uint16 bits
+        if sys.byteorder != "little":  # pragma: no cover - blobs are little-endian
+            ids = torch.from_numpy(ids.numpy().byteswap())
+        packed = frombuffer_readonly(b"".join(code_parts), torch.uint8).view(total, pb)
+        columns = {"codes": ids, "residuals": packed}
+        codes = self.centroid_ids(ids)
         if int(codes.max()) >= self.n_centroids:
             bad_row = int(torch.nonzero(codes >= self.n_centroids)[0])
             bad = int(np.searchsorted(np.cumsum(counts), bad_row, side="right"))
@@ -625,8 +626,37 @@ class ResidualCodec:
                 f"vector blob{where} names centroid {int(codes.max())} but the codec has "
                 f"{self.n_centroids}; the stored document is corrupt: re-add it"
             )
-        cv = CompressedVectors(codes, packed.view(total, pb), self.dim, self.nbits, self.codec_id)
-        return cv, counts
+        return columns, counts
+
+    @staticmethod
+    def centroid_ids(codes: torch.Tensor) -> torch.Tensor:
+        """int32 centroid ids from stored ``codes`` (int16 holding uint16 bits)."""
+        return codes.to(torch.int32) & 0xFFFF
+
+    def _compressed(self, columns: Mapping[str, torch.Tensor]) -> CompressedVectors:
+        return CompressedVectors(
+            self.centroid_ids(columns["codes"]),
+            columns["residuals"],
+            self.dim,
+            self.nbits,
+            self.codec_id,
+        )
+
+    def columns(self, blobs: Sequence[bytes]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Many blobs, checked, in the form an index keeps in memory: ``{"codes": [total]
+        int16 (uint16 centroid ids), "residuals": [total, packed bytes] uint8}`` (the blobs'
+        vectors end to end), and each blob's vector count.
+
+        Raises:
+            StoreError: a blob is corrupt or foreign (its position is named).
+        """
+        return self._parse(blobs)
+
+    def expand(
+        self, columns: Mapping[str, torch.Tensor], *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decompress rows of :meth:`columns` to ``[n, dim]`` float32 unit vectors."""
+        return self.decompress(self._compressed(columns), out=out)
 
     def decode_doc(self, blob: bytes) -> torch.Tensor:
         """The ``[n, dim]`` float32 unit vectors of one blob from :meth:`encode_doc`.
@@ -634,7 +664,7 @@ class ResidualCodec:
         Raises:
             StoreError: a corrupt blob, or one written by another codec.
         """
-        return self.decompress(self._parse_many([blob], positions=False)[0])
+        return self.expand(self._parse([blob], positions=False)[0])
 
     def decode_docs_flat(self, blobs: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode many blobs in one batched pass.
@@ -647,11 +677,11 @@ class ResidualCodec:
         Raises:
             StoreError: any blob is corrupt or foreign (its position is named).
         """
-        cv, counts = self._parse_many(blobs)
+        columns, counts = self._parse(blobs)
         offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         if counts:
             torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0, out=offsets[1:])
-        return self.decompress(cv), offsets
+        return self.expand(columns), offsets
 
     def decode_docs(self, blobs: Sequence[bytes]) -> list[torch.Tensor]:
         """Decode many blobs (one batched pass) into one ``[n_i, dim]`` tensor per blob."""
@@ -660,13 +690,13 @@ class ResidualCodec:
 
     def _parse_for_query(
         self, query: torch.Tensor, blobs: Sequence[bytes]
-    ) -> tuple[CompressedVectors, list[int]]:
+    ) -> tuple[dict[str, torch.Tensor], list[int]]:
         """Check that ``query`` is ``[n, dim]`` of this codec, then parse ``blobs``."""
         if query.dim() != 2 or query.shape[1] != self.dim:
             raise DimensionMismatchError(
                 f"query has shape {tuple(query.shape)}; this codec's vectors are [n, {self.dim}]"
             )
-        return self._parse_many(blobs)
+        return self._parse(blobs)
 
     def maxsim_docs(self, query: torch.Tensor, blobs: Sequence[bytes]) -> torch.Tensor:
         """Exact float32 MaxSim of ``query`` against compressed documents (blobs from
@@ -686,17 +716,10 @@ class ResidualCodec:
         """
         from latewise.scoring import maxsim_blocks
 
-        compressed, counts = self._parse_for_query(query, blobs)
+        columns, counts = self._parse_for_query(query, blobs)
 
         def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
-            part = CompressedVectors(
-                compressed.codes[r0:r1],
-                compressed.residuals[r0:r1],
-                self.dim,
-                self.nbits,
-                compressed.codec_id,
-            )
-            return self.decompress(part)
+            return self.expand({name: col[r0:r1] for name, col in columns.items()})
 
         return maxsim_blocks(query, counts, fetch)
 
@@ -716,16 +739,28 @@ class ResidualCodec:
             StoreError: a blob is corrupt or foreign (its position is named).
             DimensionMismatchError: ``query`` is not ``[n, dim]``.
         """
+        columns, counts = self._parse_for_query(query, blobs)
+        codes = columns["codes"]
+        return self.centroid_maxsim(query, counts, lambda a, b, r0, r1: codes[r0:r1])
+
+    def centroid_maxsim(
+        self,
+        query: torch.Tensor,
+        counts: Sequence[int],
+        codes: Callable[[int, int, int, int], torch.Tensor],
+    ) -> torch.Tensor:
+        """:meth:`centroid_scores` of documents given by their stored centroid ids:
+        ``codes(a, b, r0, r1)`` returns the ``"codes"`` column of documents ``a..b-1`` (rows
+        ``r0..r1-1`` of the documents laid end to end, ``counts`` vectors each)."""
         from latewise.scoring import maxsim_blocks
 
-        compressed, counts = self._parse_for_query(query, blobs)
-        table = (self.centroids @ query.detach().float().t()).contiguous()  # [n_centroids, n_q]
-        codes = compressed.codes
+        table = query.detach().float() @ self.centroids.t()  # [n_q, n_centroids]
 
         def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
-            return table.index_select(0, codes[r0:r1])
+            return table.index_select(1, self.centroid_ids(codes(a, b, r0, r1)))
 
-        return maxsim_blocks(query, counts, fetch, similarities=True)
+        # Similarity blocks are cheap to make: larger ones (4 MiB) cost fewer dispatches.
+        return maxsim_blocks(query, counts, fetch, similarities=True, block_values=1 << 20)
 
     # -- serialisation --------------------------------------------------------------------------
 
