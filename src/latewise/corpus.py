@@ -652,7 +652,7 @@ class CorpusView:
         if bounded:
             for d in kept:
                 docs.move_to_end(d)
-        snap = RowSnapshot(kept, positions, counts, arena.columns, np.array(starts, np.int64))
+        snap = RowSnapshot(kept, positions, counts, dict(arena.columns), np.array(starts, np.int64))
         self._trim()
         return snap, missing
 
