@@ -83,8 +83,6 @@ def _cols(n: int, value: int) -> dict[str, torch.Tensor]:
 def test_resident_rows_keep_every_document_through_replacement_eviction_and_compaction() -> None:
     """Documents' rows stay theirs when others are replaced, evicted or compacted away, and a
     snapshot taken before any of it still reads the rows it was taken on."""
-    import numpy as np
-
     from latewise.corpus import ResidentRows, RowSnapshot
 
     arena = ResidentRows()
@@ -101,7 +99,7 @@ def test_resident_rows_keep_every_document_through_replacement_eviction_and_comp
             list(range(len(ids))),
             [n for _, _, n in entries],
             arena.columns,
-            np.array([s for _, s, _ in entries], dtype=np.int64),
+            torch.tensor([s for _, s, _ in entries], dtype=torch.int64),
         )
 
     before = snap(["d3", "d150"])

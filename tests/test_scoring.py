@@ -481,3 +481,20 @@ def test_bad_inputs_raise_typed_errors() -> None:
         maxsim(good, [])
     with pytest.raises(ValueError, match="encode both with the same encoder"):
         maxsim(good, [torch.randn(2, 7)])
+
+
+def test_run_rows_and_offsets_gather_runs_of_rows() -> None:
+    """The row numbers of runs (empty runs included), by numpy on the CPU and by torch ops (the
+    accelerator path), equal the concatenated ranges."""
+    from latewise.scoring import _run_rows_torch, offsets_of, run_rows
+
+    starts = torch.tensor([40, 3, 17, 0, 90])
+    lengths = torch.tensor([2, 5, 0, 1, 3])
+    pairs = zip(starts.tolist(), lengths.tolist(), strict=True)
+    want = torch.cat([torch.arange(s, s + n) for s, n in pairs])
+    assert torch.equal(run_rows(starts, lengths), want)
+    assert torch.equal(_run_rows_torch(starts, lengths), want)
+    empty = torch.empty(0, dtype=torch.int64)
+    assert run_rows(empty, empty).numel() == 0
+    assert offsets_of([2, 5, 0]).tolist() == [0, 2, 7, 7]
+    assert offsets_of([]).tolist() == [0]

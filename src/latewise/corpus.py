@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,14 +29,13 @@ from latewise.errors import StoreError
 from latewise.store.chroma import ChromaStore, DocRecord, blob_id
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from latewise.compression import VectorCodec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CorpusView", "PrototypeTable"]
+__all__ = ["CorpusView", "PrototypeTable", "ResidentRows", "RowSnapshot", "best_ids"]
 
 
 class ResidentRows:
@@ -112,17 +111,16 @@ class ResidentRows:
 
     def compact(self) -> None:
         """Copy the live rows into new tensors once dead rows are a quarter of those used."""
-        import numpy as np
         import torch
+
+        from latewise.scoring import run_rows
 
         if self.used - self.live <= max(self.used // 4, 1024):
             return
         entries = list(self.docs.values())
-        index = torch.from_numpy(
-            _run_index(
-                np.array([s for _, s, _ in entries], dtype=np.int64),
-                np.array([n for _, _, n in entries], dtype=np.int64),
-            )
+        index = run_rows(
+            torch.tensor([s for _, s, _ in entries], dtype=torch.int64),
+            torch.tensor([n for _, _, n in entries], dtype=torch.int64),
         )
         self.columns = {name: col.index_select(0, index) for name, col in self.columns.items()}
         pos = 0
@@ -141,46 +139,30 @@ class RowSnapshot:
         positions: the position of each of ``ids`` in the request.
         counts: each document's number of vectors.
         columns: the column tensors the documents were in when the snapshot was taken.
-        starts: each document's first row in ``columns`` (int64 numpy array).
+        starts: each document's first row in ``columns`` (int64).
     """
 
     ids: list[str]
     positions: list[int]
     counts: list[int]
     columns: dict[str, torch.Tensor]
-    starts: np.ndarray
+    starts: torch.Tensor
 
     def rows(self, a: int, b: int, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The rows of documents ``a..b-1`` (of the columns ``names``, or all)."""
-        import numpy as np
         import torch
 
-        index = torch.from_numpy(
-            _run_index(self.starts[a:b], np.asarray(self.counts[a:b], dtype=np.int64))
-        )
+        from latewise.scoring import run_rows
+
+        index = run_rows(self.starts[a:b], torch.tensor(self.counts[a:b], dtype=torch.int64))
         wanted = self.columns if names is None else {n: self.columns[n] for n in names}
         return {name: col.index_select(0, index) for name, col in wanted.items()}
 
     @property
     def offsets(self) -> torch.Tensor:
-        import torch
+        from latewise.scoring import offsets_of
 
-        offsets = torch.zeros(len(self.counts) + 1, dtype=torch.int64)
-        if self.counts:
-            torch.cumsum(torch.tensor(self.counts, dtype=torch.int64), 0, out=offsets[1:])
-        return offsets
-
-
-def _run_index(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + n) for s, n in zip(starts, counts)])`` without a loop."""
-    import numpy as np
-
-    if counts.size == 0:
-        return np.empty(0, dtype=np.int64)
-    ends = np.cumsum(counts)
-    index = np.repeat(starts - (ends - counts), counts)
-    index += np.arange(int(ends[-1]), dtype=np.int64)
-    return index
+        return offsets_of(self.counts)
 
 
 class PrototypeTable:
@@ -452,7 +434,7 @@ class CorpusView:
         with self.lock:
             if self.generation is None:
                 return  # not loaded yet: the first search loads everything
-            parts = self._split([rec.blob for rec in records if rec.blob is not None])
+            parts = iter(self._split([rec.blob for rec in records if rec.blob is not None]))
             for rec, proto in zip(records, prototypes, strict=True):
                 self._drop(rec.id)
                 self.records[rec.id] = DocRecord(
@@ -509,8 +491,9 @@ class CorpusView:
         ``allowed`` (the ids matching ``where``, when a filter is given) restricts them. All
         documents when they are ``n`` or fewer; else the best by MaxSim over their prototypes,
         scanned in memory; else (prototypes too many to hold) from Chroma's HNSW index. In a
-        compressed collection that step proposes ``n_wide`` documents and centroid interaction
-        (:meth:`ResidualCodec.centroid_scores`) keeps the best ``n`` of them.
+        compressed collection that step proposes ``n_wide`` documents, and the best ``n`` of
+        them by the sum of that first score and their centroid-interaction score
+        (:meth:`ResidualCodec.centroid_maxsim`) are kept.
         """
         from latewise.compression import ResidualCodec
 
@@ -536,7 +519,7 @@ class CorpusView:
         centroid = codec.centroid_maxsim(
             query, snap.counts, lambda a, b, r0, r1: snap.rows(a, b, ["codes"])["codes"]
         )
-        return _best(snap.ids, centroid + first[snap.positions], n)
+        return best_ids(snap.ids, centroid + first[snap.positions], n)
 
     def ann_candidates(
         self, query: torch.Tensor, n: int, n_probe: int, where: Mapping[str, Any] | None
@@ -580,15 +563,15 @@ class CorpusView:
             self._rows = ResidentRows(hint)
         return self._rows
 
-    def _split(self, blobs: Sequence[bytes]) -> Iterator[dict[str, torch.Tensor]]:
+    def _split(self, blobs: Sequence[bytes]) -> list[dict[str, torch.Tensor]]:
         """Each blob's columns (parsed and checked together)."""
         import torch
 
         if not blobs:
-            return iter(())
+            return []
         columns, counts = self._codec().columns(blobs)
         split = {name: torch.split(col, counts) for name, col in columns.items()}
-        return iter([{name: parts[i] for name, parts in split.items()} for i in range(len(counts))])
+        return [{name: parts[i] for name, parts in split.items()} for i in range(len(counts))]
 
     def _load(self, missing: Sequence[DocRecord]) -> None:
         """Read documents' stored vectors from Chroma (outside the lock) and keep their rows."""
@@ -626,7 +609,7 @@ class CorpusView:
     ) -> tuple[RowSnapshot | None, list[DocRecord]]:
         """A snapshot of the resident ones of ``ids``, or (unless ``partial``) ``None`` and the
         records of those stored in Chroma but not resident."""
-        import numpy as np
+        import torch
 
         arena = self._arena()
         docs, records, bounded = arena.docs, self.records, self.cache_bytes is not None
@@ -652,7 +635,9 @@ class CorpusView:
         if bounded:
             for d in kept:
                 docs.move_to_end(d)
-        snap = RowSnapshot(kept, positions, counts, dict(arena.columns), np.array(starts, np.int64))
+        snap = RowSnapshot(
+            kept, positions, counts, dict(arena.columns), torch.tensor(starts, dtype=torch.int64)
+        )
         self._trim()
         return snap, missing
 
@@ -708,7 +693,7 @@ class CorpusView:
             return {"prototype_bytes": protos, "vector_bytes": rows}
 
 
-def _best(ids: Sequence[str], scores: torch.Tensor, n: int) -> list[str]:
+def best_ids(ids: Sequence[str], scores: torch.Tensor, n: int) -> list[str]:
     """The ``n`` best of ``ids`` by ``scores``; equal scores in id order."""
     if len(ids) > n:
         # Every document scoring at least the n-th best score (ties at the cut included).

@@ -79,6 +79,38 @@ _BUCKET_DIVISOR = 32
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
+def offsets_of(counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """``[0, c0, c0 + c1, ...]``: int64 offsets (``len(counts) + 1``) of items laid end to end."""
+    lengths = torch.as_tensor(counts, dtype=torch.int64)
+    offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    return offsets
+
+
+def run_rows(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The row numbers of runs ``starts[i] .. starts[i] + lengths[i] - 1``, concatenated
+    (int64, on ``starts``' device): what gathers a set of items stored as runs of rows."""
+    if starts.device.type == "cpu":  # numpy's repeat is ~2x torch's repeat_interleave here
+        import numpy as np
+
+        s, n = starts.to(torch.int64).numpy(), lengths.to(torch.int64).numpy()
+        if n.size == 0:
+            return torch.empty(0, dtype=torch.int64)
+        ends = np.cumsum(n)
+        rows = np.repeat(s - (ends - n), n)
+        rows += np.arange(int(ends[-1]), dtype=np.int64)
+        return torch.from_numpy(rows)
+    return _run_rows_torch(starts, lengths)
+
+
+def _run_rows_torch(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """:func:`run_rows` with torch ops only (for tensors on an accelerator)."""
+    offsets = offsets_of(lengths)
+    owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=starts.device), lengths)
+    index = starts.index_select(0, owner) + torch.arange(int(offsets[-1]), device=starts.device)
+    return index - offsets[:-1].index_select(0, owner)
+
+
 def _padded_lengths(lengths: torch.Tensor) -> torch.Tensor:
     """Each length rounded up to its bucket: at most 1/32 (~1 % on average) more rows."""
     lengths = lengths.clamp(min=1)
@@ -227,9 +259,7 @@ class PackedVectors:
             )
         if dim == 0:
             raise EmptyInputError(f"{what} have dimension 0; vectors need at least one component")
-        lengths = torch.tensor([t.shape[0] for t in items], dtype=torch.int64)
-        offsets = torch.zeros(len(items) + 1, dtype=torch.int64)
-        torch.cumsum(lengths, 0, out=offsets[1:])
+        offsets = offsets_of([t.shape[0] for t in items])
         target = dtype or (items[0].dtype if items[0].is_floating_point() else torch.float32)
         vectors = _concat(items, offsets.tolist(), target)
         return cls(vectors.contiguous(), offsets.to(vectors.device))
@@ -277,13 +307,8 @@ class PackedVectors:
         idx = _check_indices(indices, len(self), self.offsets.device)
         starts = self.offsets[:-1].index_select(0, idx)
         lengths = self.lengths.index_select(0, idx)
-        offsets = torch.zeros(idx.numel() + 1, dtype=torch.int64, device=idx.device)
-        torch.cumsum(lengths, 0, out=offsets[1:])
-        total = int(offsets[-1])
-        owner = torch.repeat_interleave(torch.arange(idx.numel(), device=idx.device), lengths)
-        rows = starts.index_select(0, owner) + torch.arange(total, device=idx.device)
-        rows -= offsets[:-1].index_select(0, owner)
-        return PackedVectors(self.vectors.index_select(0, rows), offsets)
+        rows = run_rows(starts, lengths)
+        return PackedVectors(self.vectors.index_select(0, rows), offsets_of(lengths))
 
     def chunks(self, chunk_tokens: int) -> list[tuple[int, int]]:
         """Item ranges ``[start, end)`` whose token count is at most ``chunk_tokens``.

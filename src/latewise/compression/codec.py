@@ -240,11 +240,10 @@ class Float16Codec:
         return self._parse([blob], positions=False)[0].float()
 
     def decode_docs_flat(self, blobs: Sequence[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+        from latewise.scoring import offsets_of
+
         half, counts = self._parse(blobs)
-        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
-        if counts:
-            torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0, out=offsets[1:])
-        return half.float(), offsets
+        return half.float(), offsets_of(counts)
 
     def decode_docs(self, blobs: Sequence[bytes]) -> list[torch.Tensor]:
         flat, offsets = self.decode_docs_flat(blobs)

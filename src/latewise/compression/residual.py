@@ -677,11 +677,10 @@ class ResidualCodec:
         Raises:
             StoreError: any blob is corrupt or foreign (its position is named).
         """
+        from latewise.scoring import offsets_of
+
         columns, counts = self._parse(blobs)
-        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
-        if counts:
-            torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0, out=offsets[1:])
-        return self.expand(columns), offsets
+        return self.expand(columns), offsets_of(counts)
 
     def decode_docs(self, blobs: Sequence[bytes]) -> list[torch.Tensor]:
         """Decode many blobs (one batched pass) into one ``[n_i, dim]`` tensor per blob."""
