@@ -449,3 +449,43 @@ def test_a_bounded_vector_cache_gives_the_same_results(
                 assert dead <= max(rows.nbytes // 4, 1024 * rows.row_bytes)
     small.upsert(["a brand new text about owls"], ids=[small.ids()[0]])
     assert small.search("owls", k=1)[0].text == "a brand new text about owls"
+
+
+def test_search_mmr_skips_near_duplicates(chroma_client: Any, collection_name: str) -> None:
+    idx = make_index(chroma_client, collection_name)
+    docs = {
+        "owl": "the owl hunts mice at night",
+        "owl-copy": "the owl hunts mice at night too",
+        "cat": "the cat hunts mice in the barn",
+        "bees": "bees make honey from flowers",
+    }
+    idx.add(list(docs.values()), ids=list(docs), metadatas=[{"n": i} for i in range(4)])
+    query = "owl hunts mice"
+    plain = [h.id for h in idx.search(query, k=2)]
+    assert plain == ["owl", "owl-copy"]
+    diverse = idx.search_mmr(query, k=2, fetch_k=4)
+    assert [h.id for h in diverse] == ["owl", "cat"]
+    assert [h.rank for h in diverse] == [0, 1]
+    # Scores stay the exact MaxSim scores; lambda_mult=1 is the plain ranking.
+    by_id = {h.id: h.score for h in idx.search(query, k=4, exact=True)}
+    assert [h.score for h in diverse] == pytest.approx([by_id["owl"], by_id["cat"]])
+    assert [h.id for h in idx.search_mmr(query, k=3, lambda_mult=1.0)] == [
+        h.id for h in idx.search(query, k=3)
+    ]
+    # Query vectors, filters, exhaustive scoring and async take the same path.
+    vectors = idx.encoder.encode_queries([query])[0]
+    assert [h.id for h in idx.search_mmr(vectors, k=2, fetch_k=4)] == [
+        "owl",
+        "cat",
+    ]
+    filtered = idx.search_mmr(query, k=2, where={"n": {"$ne": 0}}, exact=True)
+    assert [h.id for h in filtered] == ["owl-copy", "cat"]
+    assert [h.id for h in asyncio.run(idx.asearch_mmr(query, k=1))] == ["owl"]
+    assert [h.id for h in idx.search_mmr(query, k=2, lambda_mult=0.0)] == ["owl", "bees"]
+    for bad in ({"k": 0}, {"fetch_k": 0}, {"lambda_mult": 1.5}, {"lambda_mult": "0.5"}):
+        with pytest.raises(InvalidInputError):
+            idx.search_mmr(query, **bad)
+    with pytest.raises(InvalidInputTypeError, match="string or"):
+        idx.search_mmr([1.0, 2.0])  # type: ignore[arg-type]
+    with pytest.raises(DimensionMismatchError):
+        idx.search_mmr(torch.zeros(2, 5))

@@ -283,6 +283,55 @@ def test_vector_store_search_by_vector(tmp_path: Path) -> None:
         single.similarity_search_by_vector([0.1] * 7)
 
 
+def test_vector_store_mmr_search_and_retriever(tmp_path: Path) -> None:
+    from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+    texts = [text for text, _ in CORPUS.values()]
+    texts.append(CORPUS["late"][0] + " Again.")  # a near-duplicate of "late"
+    ids = [*CORPUS, "late-again"]
+    metas = [meta for _, meta in CORPUS.values()] + [CORPUS["late"][1]]
+    # One vector per text (BERT-like): latewise's MMR is then exactly LangChain's cosine MMR.
+    single = LateInteractionVectorStore.from_texts(
+        texts, encoder=HashEncoder(single=True), ids=ids, path=tmp_path / "s"
+    )
+    query = single.index.encoder.encode_queries([QUESTION])[0][0]
+    fetched = single.index.search(QUESTION, k=5)
+    records = single.index.get([h.id for h in fetched], include_vectors=True)
+    vectors = [r.vectors[0].tolist() for r in records]
+    for lam in (0.0, 0.3, 0.5, 1.0):
+        picked = maximal_marginal_relevance(query.numpy(), vectors, lam, 3)
+        expected = [fetched[i].id for i in picked]
+        got = single.max_marginal_relevance_search(QUESTION, k=3, fetch_k=5, lambda_mult=lam)
+        assert [d.id for d in got] == expected
+        by_vector = single.max_marginal_relevance_search_by_vector(
+            query.tolist(), k=3, fetch_k=5, lambda_mult=lam
+        )
+        assert [d.id for d in by_vector] == expected
+    # Multi-vector store: the near-duplicate of the best document gives way.
+    multi = LateInteractionVectorStore.from_texts(
+        texts, HashEncoder(), metas, ids=ids, path=tmp_path / "m", collection="multi"
+    )
+    plain = [d.id for d in multi.similarity_search("late interaction query token", k=2)]
+    assert sorted(plain) == ["late", "late-again"]
+    retriever = multi.as_retriever(search_type="mmr", search_kwargs={"k": 2, "fetch_k": 6})
+    diverse = [d.id for d in retriever.invoke("late interaction query token")]
+    assert diverse[0] == plain[0]
+    assert diverse[1] not in plain
+    filtered = multi.max_marginal_relevance_search(
+        "late interaction query token", k=2, filter={"topic": "colbert"}
+    )
+    assert {d.metadata["topic"] for d in filtered} == {"colbert"}
+    with pytest.raises(InvalidInputError, match="unknown search argument"):
+        multi.max_marginal_relevance_search("x", k=2, bogus=1)
+
+
+async def test_vector_store_async_mmr(store: LateInteractionVectorStore) -> None:
+    sync = store.max_marginal_relevance_search(QUESTION, k=3, fetch_k=5)
+    assert await store.amax_marginal_relevance_search(QUESTION, k=3, fetch_k=5) == sync
+    retriever = store.as_retriever(search_type="mmr", search_kwargs={"k": 3, "fetch_k": 5})
+    assert await retriever.ainvoke(QUESTION) == sync
+
+
 def test_vector_store_writes_and_deletes(store: LateInteractionVectorStore) -> None:
     store.add_documents([Document(id="paris", page_content="Paris hosts the Louvre.")])
     assert store.get_by_ids(["paris", "missing", "late"]) == [
@@ -314,8 +363,6 @@ def test_vector_store_constructor_errors(index: LateInteractionIndex, tmp_path: 
         LateInteractionVectorStore.from_texts(["x"], DeterministicFakeEmbedding(size=6))
     with pytest.raises(InvalidInputError, match="not both"):
         LateInteractionVectorStore(index, path=tmp_path)
-    with pytest.raises(InvalidInputError, match="mmr"):
-        LateInteractionVectorStore(index).as_retriever(search_type="mmr")
 
 
 # -- compressor ------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from llama_index.core.vector_stores import (
     MetadataFilter,
     MetadataFilters,
 )
+from llama_index.core.vector_stores.types import VectorStoreQueryMode
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 
 from latewise import (
@@ -296,6 +297,70 @@ def test_bad_arguments(tmp_path: Path, retriever: LateInteractionRetriever) -> N
     bad = TextNode(id_="x", text="clash", metadata={"_node": 1})
     with pytest.raises(InvalidInputError, match="reserves"):
         retriever.insert_nodes([bad])
+
+
+def test_mmr_mode_diversifies_like_index_search_mmr(
+    tmp_path: Path, writable: LateInteractionRetriever
+) -> None:
+    writable.insert_nodes(
+        [
+            TextNode(
+                id_="n5b",
+                text="the owl hunts mice at night again",
+                metadata={"year": 2026},
+                excluded_embed_metadata_keys=["year"],
+            )
+        ]
+    )
+    query = "owl hunts mice at night"
+    assert ids_of(writable.retrieve(query))[:2] == ["n5", "n5b"]
+    mmr = LateInteractionRetriever(
+        index=writable.index,
+        similarity_top_k=3,
+        vector_store_query_mode="mmr",
+        vector_store_kwargs={"mmr_threshold": 0.3, "mmr_prefetch_k": 9},
+    )
+    expected = writable.index.search_mmr(query, 3, fetch_k=9, lambda_mult=0.3)
+    got = mmr.retrieve(query)
+    assert ids_of(got) == [h.id for h in expected]
+    assert ids_of(got)[0] == "n5"
+    assert "n5b" not in ids_of(got)
+    assert [n.score for n in got] == pytest.approx([h.score for h in expected])
+    assert ids_of(asyncio.run(mmr.aretrieve(query))) == ids_of(got)
+    # The default prefetch is 4 x similarity_top_k; filters apply.
+    mmr.vector_store_kwargs = {}
+    assert ids_of(mmr.retrieve(query)) == [
+        h.id for h in writable.index.search_mmr(query, 3, fetch_k=12)
+    ]
+    mmr.filters = MetadataFilters(filters=[mf("year", 2023, FilterOperator.GT)])
+    assert set(ids_of(mmr.retrieve(query))) <= {"n6", "n7", "n5b"}
+    # Persisted with the retriever.
+    mmr.filters = None
+    mmr.vector_store_kwargs = {"mmr_threshold": 0.2}
+    mmr.persist(tmp_path / "storage")
+    again = LateInteractionRetriever.from_persist_dir(tmp_path / "storage", encoder=HashEncoder())
+    assert again.vector_store_query_mode == VectorStoreQueryMode.MMR
+    assert again.vector_store_kwargs == {"mmr_threshold": 0.2}
+    assert ids_of(again.retrieve(query)) == ids_of(mmr.retrieve(query))
+
+
+@pytest.mark.parametrize(
+    ("mode", "kwargs", "match"),
+    [
+        ("hybrid", {}, "vector_store_query_mode"),
+        ("mmr", {"mmr_threshold": 2}, "mmr_threshold"),
+        ("mmr", {"mmr_prefetch_k": 0}, "mmr_prefetch_k"),
+        ("mmr", {"mmr_prefetch_factor": 0.5}, "mmr_prefetch_factor"),
+        ("mmr", {"alpha": 0.5}, "unknown vector_store_kwargs"),
+    ],
+)
+def test_bad_query_modes(
+    retriever: LateInteractionRetriever, mode: str, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        LateInteractionRetriever(
+            index=retriever.index, vector_store_query_mode=mode, vector_store_kwargs=kwargs
+        )
 
 
 # -- filters ----------------------------------------------------------------------------------

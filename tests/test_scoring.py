@@ -19,6 +19,8 @@ from latewise.errors import (
 from latewise.scoring import (
     MaxSimScorer,
     PackedVectors,
+    document_similarity,
+    maximal_marginal_relevance,
     maxsim,
     maxsim_blocks,
     maxsim_matches,
@@ -498,3 +500,38 @@ def test_run_rows_and_offsets_gather_runs_of_rows() -> None:
     assert run_rows(empty, empty).numel() == 0
     assert offsets_of([2, 5, 0]).tolist() == [0, 2, 7, 7]
     assert offsets_of([]).tolist() == [0]
+
+
+# -- diversity (maximal marginal relevance) ---------------------------------------------------
+
+
+def test_document_similarity_is_the_symmetric_chamfer_similarity() -> None:
+    g = torch.Generator().manual_seed(7)
+    docs = [
+        torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=-1) for n in (1, 5, 3, 9)
+    ]
+    flat = torch.cat(docs)
+    offsets = torch.tensor([0, 1, 6, 9, 18])
+    got = document_similarity(flat, offsets)
+    directed = naive(docs, docs) / torch.tensor([len(d) for d in docs]).unsqueeze(1)
+    assert torch.allclose(got.double(), (directed + directed.t()) / 2, atol=1e-5)
+    assert torch.equal(got, got.t())
+    assert torch.allclose(got.diagonal(), torch.ones(4), atol=1e-5)
+    # One vector per document: plain cosine similarity.
+    singles = torch.cat([d[:1] for d in docs])
+    cos = document_similarity(singles, torch.arange(5))
+    assert torch.allclose(cos, singles @ singles.t(), atol=1e-6)
+
+
+def test_maximal_marginal_relevance_matches_langchains() -> None:
+    from langchain_core.vectorstores.utils import maximal_marginal_relevance as reference
+
+    g = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        emb = torch.nn.functional.normalize(torch.randn(12, 8, generator=g), dim=-1)
+        query = torch.nn.functional.normalize(torch.randn(8, generator=g), dim=0)
+        lam = [0.0, 0.25, 0.5, 0.9, 1.0][trial % 5]
+        got = maximal_marginal_relevance(emb @ query, emb @ emb.t(), 5, lam)
+        assert got == reference(query.double().numpy(), emb.double().tolist(), lam, 5)
+    assert maximal_marginal_relevance(torch.ones(3), torch.eye(3), 10, 0.5) == [0, 1, 2]
+    assert maximal_marginal_relevance(torch.zeros(0), torch.zeros(0, 0), 3, 0.5) == []

@@ -920,6 +920,74 @@ class LateInteractionIndex:
             out.append(self._score(q, candidates, k))
         return out
 
+    def search_mmr(
+        self,
+        query: str | torch.Tensor,
+        k: int = 4,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        where: Mapping[str, Any] | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """``k`` documents relevant to ``query`` and unlike each other: maximal marginal
+        relevance over the ``fetch_k`` best by MaxSim.
+
+        Relevance is the MaxSim score averaged over the query vectors; two documents are as
+        similar as their vectors' best matches in each other, averaged both ways
+        (:func:`latewise.scoring.document_similarity`); both lie in ``[-1, 1]``. The most
+        relevant document comes first, then each next one maximises
+        ``lambda_mult * relevance - (1 - lambda_mult) * (similarity to the closest one already
+        chosen)``.
+
+        Args:
+            query: the query text, or its ``[n, dim]`` vectors from this index's encoder.
+            k: how many hits to return.
+            fetch_k: how many of the best documents to choose from (at least ``k``).
+            lambda_mult: between 0 (diversity only) and 1 (relevance only).
+            where, exact: as in :meth:`search`.
+
+        Returns:
+            Hits in the order chosen, each with its exact MaxSim score and matches.
+        """
+        for name, value in (("k", k), ("fetch_k", fetch_k)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if (
+            not isinstance(lambda_mult, int | float)
+            or isinstance(lambda_mult, bool)
+            or not 0.0 <= lambda_mult <= 1.0
+        ):
+            raise InvalidInputError(f"lambda_mult must be a number in [0, 1], got {lambda_mult!r}")
+        import torch
+
+        if isinstance(query, str):
+            vectors = self.encoder.encode_queries([query])[0]
+        else:
+            if not isinstance(query, torch.Tensor):
+                raise InvalidInputTypeError(
+                    f"query must be a string or a [n, {self.dim}] tensor, got "
+                    f"{type(query).__name__}"
+                )
+            vectors = query
+        hits = self.search_vectors([vectors], k=max(k, fetch_k), where=where, exact=exact)[0]
+        if len(hits) <= 1:
+            return hits[:k]
+        from latewise.scoring import document_similarity, maximal_marginal_relevance
+
+        kept, flat, offsets = self.corpus.full_vectors([h.id for h in hits])
+        by_id = {h.id: h for h in hits}
+        hits = [by_id[d] for d in kept]  # less any document deleted meanwhile
+        relevance = torch.tensor([h.score for h in hits]) / vectors.shape[0]
+        order = maximal_marginal_relevance(
+            relevance, document_similarity(flat, offsets), k, float(lambda_mult)
+        )
+        return [replace(hits[j], rank=r) for r, j in enumerate(order)]
+
+    async def asearch_mmr(self, query: str | torch.Tensor, k: int = 4, **kwargs: Any) -> list[Hit]:
+        """Async :meth:`search_mmr` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.search_mmr, query, k, **kwargs)
+
     def _search_exhaustive(
         self, queries: Sequence[torch.Tensor], k: int, where: Mapping[str, Any] | None
     ) -> list[list[Hit]]:

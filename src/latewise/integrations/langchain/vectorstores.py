@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+from langchain_core.vectorstores import VectorStore
 
 from latewise.encoders.base import Encoder
 from latewise.errors import InvalidInputError, InvalidInputTypeError
@@ -25,6 +25,7 @@ from latewise.integrations.langchain._documents import (
 from latewise.types import Hit
 
 if TYPE_CHECKING:
+    import torch
     from chromadb.api import ClientAPI
     from typing_extensions import Self
 
@@ -109,11 +110,19 @@ class LateInteractionVectorStore(VectorStore):
     "similarity_score_threshold"``) are that sum averaged over the query vectors and mapped from
     [-1, 1] to [0, 1].
 
-    Maximal marginal relevance is not offered: it needs a document-to-document similarity, which
-    latewise does not define for multi-vector documents, so ``max_marginal_relevance_search`` is
-    left to LangChain's base class and ``as_retriever(search_type="mmr")`` is refused. To
-    diversify or re-score, rerank with
-    :class:`~latewise.integrations.langchain.MaxSimCompressor`.
+    Maximal marginal relevance (:meth:`max_marginal_relevance_search`,
+    ``as_retriever(search_type="mmr")``) picks among the ``fetch_k`` best by MaxSim, with
+    relevance the MaxSim score averaged over the query vectors and two documents as similar as
+    their vectors' best matches in each other (see
+    :meth:`~latewise.LateInteractionIndex.search_mmr`); for a single-vector (BERT) encoder this
+    is exactly LangChain's cosine MMR.
+
+        .. code-block:: python
+
+            docs = vector_store.max_marginal_relevance_search("late interaction", k=2, fetch_k=10)
+            retriever = vector_store.as_retriever(
+                search_type="mmr", search_kwargs={"k": 2, "fetch_k": 10, "lambda_mult": 0.5}
+            )
 
     Args:
         index: the :class:`~latewise.LateInteractionIndex` to use; or leave it out and give the
@@ -371,12 +380,8 @@ class LateInteractionVectorStore(VectorStore):
         Raises:
             DimensionMismatchError: the vectors do not have the collection's dimension.
         """
-        import torch
-
         exact = _exact(kwargs)
-        query = torch.as_tensor(embedding, dtype=torch.float32)
-        if query.dim() == 1:
-            query = query.unsqueeze(0)
+        query = _query_vectors(embedding)
         hits = self.index.search_vectors([query], k, where=filter or None, exact=exact)[0]
         return [doc for doc, _ in _with_scores(hits)]
 
@@ -409,24 +414,55 @@ class LateInteractionVectorStore(VectorStore):
             for doc, score in _with_scores(hits)
         ]
 
-    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
-        """A ``VectorStoreRetriever`` over this store.
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``k`` documents relevant to ``query`` and unlike each other, chosen by maximal
+        marginal relevance among the ``fetch_k`` best by MaxSim (see the class docstring).
 
         Args:
-            **kwargs: ``search_type`` (``"similarity"`` or ``"similarity_score_threshold"``),
-                ``search_kwargs`` (``k``, ``filter``, ``exact``, ``score_threshold``), ``tags``...
-
-        Raises:
-            InvalidInputError: ``search_type="mmr"`` (see the class docstring).
+            query: the query text.
+            k: how many documents to return.
+            fetch_k: how many of the best documents to choose from.
+            lambda_mult: between 0 (diversity only) and 1 (relevance only).
+            filter: a Chroma ``where`` metadata filter.
+            **kwargs: ``exact=True`` scores every (matching) document.
         """
-        if kwargs.get("search_type") == "mmr":
-            raise InvalidInputError(
-                "search_type='mmr' is not available: maximal marginal relevance needs a "
-                "document-to-document similarity that latewise does not define for multi-vector "
-                "documents. Use 'similarity' or 'similarity_score_threshold', or rerank with "
-                "MaxSimCompressor"
-            )
-        return super().as_retriever(**kwargs)
+        return self._mmr(query, k, fetch_k, lambda_mult, filter, kwargs)
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: Sequence[float] | Sequence[Sequence[float]],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """:meth:`max_marginal_relevance_search` with query vectors (as
+        :meth:`similarity_search_by_vector` takes them) instead of a query text."""
+        return self._mmr(_query_vectors(embedding), k, fetch_k, lambda_mult, filter, kwargs)
+
+    def _mmr(
+        self,
+        query: str | torch.Tensor,
+        k: int,
+        fetch_k: int,
+        lambda_mult: float,
+        where: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> list[Document]:
+        exact = _exact(kwargs)
+        hits = self.index.search_mmr(
+            query, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where or None, exact=exact
+        )
+        return [doc for doc, _ in _with_scores(hits)]
 
     # -- constructors -----------------------------------------------------------------------------
 
@@ -503,6 +539,14 @@ def _texts_to_documents(
     return [
         Document(page_content=t, metadata=dict(m or {})) for t, m in zip(texts, metas, strict=True)
     ]
+
+
+def _query_vectors(embedding: Sequence[float] | Sequence[Sequence[float]]) -> torch.Tensor:
+    """Query vectors given as ``[n, dim]`` (or one ``dim`` vector) numbers, as a tensor."""
+    import torch
+
+    query = torch.as_tensor(embedding, dtype=torch.float32)
+    return query.unsqueeze(0) if query.dim() == 1 else query
 
 
 def _exact(kwargs: Mapping[str, Any]) -> bool:

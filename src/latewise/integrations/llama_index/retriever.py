@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from llama_index.core.schema import (
     QueryBundle,
     TransformComponent,
 )
-from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQueryMode
 
 from latewise.errors import InvalidInputError, InvalidInputTypeError, StoreError
 from latewise.integrations.llama_index._filters import metadata_filters_to_where
@@ -92,6 +93,14 @@ class LateInteractionRetriever(BaseRetriever):
                 filters=[MetadataFilter(key="year", value=2020, operator=">=")]
             )
 
+    Diversify (maximal marginal relevance, as LlamaIndex's vector index retrievers take it):
+        .. code-block:: python
+
+            retriever = LateInteractionRetriever(
+                index=index, similarity_top_k=5, vector_store_query_mode="mmr",
+                vector_store_kwargs={"mmr_threshold": 0.5},  # 1: relevance only, 0: diversity
+            )
+
     Keep in step:
         .. code-block:: python
 
@@ -118,6 +127,14 @@ class LateInteractionRetriever(BaseRetriever):
             filters; an operator Chroma cannot express raises
             :class:`~latewise.errors.FilterError` when the retriever is made or queried).
         exact: score every (matching) node instead of the ANN candidates.
+        vector_store_query_mode: ``"default"`` (rank by MaxSim) or ``"mmr"``: choose
+            ``similarity_top_k`` nodes relevant to the query and unlike each other among the
+            best ``mmr_prefetch_k`` (default ``mmr_prefetch_factor`` = 4 times
+            ``similarity_top_k``), with :meth:`~latewise.LateInteractionIndex.search_mmr` (each
+            next node is penalised by its similarity to the closest node already chosen; scores
+            stay MaxSim scores).
+        vector_store_kwargs: for ``"mmr"``: ``mmr_threshold`` (``lambda``, default 0.5),
+            ``mmr_prefetch_factor`` or ``mmr_prefetch_k``.
         metadata_mode: which metadata is encoded with a node's text (``EMBED``, as LlamaIndex's
             vector indexes do).
         transformations: how :meth:`insert` turns documents into nodes (default: a
@@ -133,6 +150,8 @@ class LateInteractionRetriever(BaseRetriever):
         filters: MetadataFilters | None = None,
         *,
         exact: bool = False,
+        vector_store_query_mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
+        vector_store_kwargs: dict[str, Any] | None = None,
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         transformations: Sequence[TransformComponent] | None = None,
         callback_manager: CallbackManager | None = None,
@@ -153,6 +172,9 @@ class LateInteractionRetriever(BaseRetriever):
         self.filters = filters
         metadata_filters_to_where(filters)  # a filter Chroma cannot express fails now
         self.exact = exact
+        self.vector_store_query_mode = _check_mode(vector_store_query_mode)
+        self.vector_store_kwargs = dict(vector_store_kwargs or {})
+        _mmr_args(self.vector_store_kwargs, similarity_top_k)  # bad values fail now
         self.metadata_mode = MetadataMode(metadata_mode)
         self._transformations = list(transformations) if transformations is not None else None
         super().__init__(
@@ -177,6 +199,8 @@ class LateInteractionRetriever(BaseRetriever):
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         filters: MetadataFilters | None = None,
         exact: bool = False,
+        vector_store_query_mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
+        vector_store_kwargs: dict[str, Any] | None = None,
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         transformations: Sequence[TransformComponent] | None = None,
         node_parser: TransformComponent | None = None,
@@ -199,7 +223,8 @@ class LateInteractionRetriever(BaseRetriever):
             client: a Chroma client (e.g. ``chromadb.HttpClient`` for a server).
             collection: the collection name (default ``"latewise"``).
             ephemeral: keep the index in memory only.
-            similarity_top_k, filters, exact, metadata_mode: see the class.
+            similarity_top_k, filters, exact, vector_store_query_mode, vector_store_kwargs,
+                metadata_mode: see the class.
             transformations: turn ``documents`` into nodes (default: see the class).
             node_parser: shorthand for ``transformations=[node_parser]``.
             show_progress: show progress bars while parsing and indexing.
@@ -241,6 +266,8 @@ class LateInteractionRetriever(BaseRetriever):
             similarity_top_k=similarity_top_k,
             filters=filters,
             exact=exact,
+            vector_store_query_mode=vector_store_query_mode,
+            vector_store_kwargs=vector_store_kwargs,
             metadata_mode=metadata_mode,
             transformations=transformations,
             callback_manager=callback_manager,
@@ -260,19 +287,21 @@ class LateInteractionRetriever(BaseRetriever):
     def _to_nodes(self, hits: list[Hit]) -> list[NodeWithScore]:
         return [NodeWithScore(node=hit_to_node(h), score=h.score) for h in hits]
 
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    def _search(self, query: str) -> list[Hit]:
         _check_top_k(self.similarity_top_k)
-        hits = self.index.search(
-            query_bundle.query_str, k=self.similarity_top_k, where=self._where(), exact=self.exact
-        )
-        return self._to_nodes(hits)
+        k, where = self.similarity_top_k, self._where()
+        if _check_mode(self.vector_store_query_mode) == VectorStoreQueryMode.MMR:
+            fetch_k, lambda_mult = _mmr_args(self.vector_store_kwargs, k)
+            return self.index.search_mmr(
+                query, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where, exact=self.exact
+            )
+        return self.index.search(query, k=k, where=where, exact=self.exact)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self._to_nodes(self._search(query_bundle.query_str))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        _check_top_k(self.similarity_top_k)
-        hits = await self.index.asearch(
-            query_bundle.query_str, self.similarity_top_k, where=self._where(), exact=self.exact
-        )
-        return self._to_nodes(hits)
+        return self._to_nodes(await asyncio.to_thread(self._search, query_bundle.query_str))
 
     # -- keeping the index in step --------------------------------------------------------------
 
@@ -377,7 +406,8 @@ class LateInteractionRetriever(BaseRetriever):
 
         The nodes themselves already live in Chroma; the file records the collection, where
         Chroma is (the embedded folder, or a server's host and port; never credentials) and the
-        retriever's settings (``similarity_top_k``, ``filters``, ``exact``, ``metadata_mode``).
+        retriever's settings (``similarity_top_k``, ``filters``, ``exact``, the query mode and
+        its arguments, ``metadata_mode``).
 
         Raises:
             InvalidInputError: the index is in memory only (nothing to reopen).
@@ -392,6 +422,8 @@ class LateInteractionRetriever(BaseRetriever):
             "similarity_top_k": self.similarity_top_k,
             "filters": self.filters.model_dump(mode="json") if self.filters else None,
             "exact": self.exact,
+            "vector_store_query_mode": _check_mode(self.vector_store_query_mode).value,
+            "vector_store_kwargs": self.vector_store_kwargs,
             "metadata_mode": self.metadata_mode.value,
         }
         target = folder / PERSIST_FILENAME
@@ -451,6 +483,8 @@ class LateInteractionRetriever(BaseRetriever):
                 MetadataFilters.model_validate(data["filters"]) if data.get("filters") else None
             ),
             "exact": bool(data.get("exact", False)),
+            "vector_store_query_mode": data.get("vector_store_query_mode", "default"),
+            "vector_store_kwargs": data.get("vector_store_kwargs"),
             "metadata_mode": MetadataMode(data.get("metadata_mode", MetadataMode.EMBED.value)),
         }
         settings.update(kwargs)
@@ -463,6 +497,49 @@ class LateInteractionRetriever(BaseRetriever):
 def _check_top_k(value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(f"similarity_top_k must be a positive integer, got {value!r}")
+
+
+_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
+_MMR_KEYS = frozenset({"mmr_threshold", "mmr_prefetch_factor", "mmr_prefetch_k"})
+#: LlamaIndex's default: MMR chooses among 4 times as many nodes as it returns.
+_MMR_PREFETCH_FACTOR = 4.0
+
+
+def _check_mode(mode: Any) -> VectorStoreQueryMode:
+    try:
+        checked = VectorStoreQueryMode(mode)
+    except ValueError:
+        checked = None
+    if checked not in _MODES:
+        raise InvalidInputError(
+            f"vector_store_query_mode must be 'default' or 'mmr', got {mode!r} (latewise ranks "
+            "by exact MaxSim; hybrid, sparse and the other modes are not offered)"
+        )
+    return checked
+
+
+def _mmr_args(kwargs: dict[str, Any], k: int) -> tuple[int, float]:
+    """``(fetch_k, lambda_mult)`` from LlamaIndex's MMR arguments (checked)."""
+    unknown = sorted(set(kwargs) - _MMR_KEYS)
+    if unknown:
+        raise InvalidInputError(f"unknown vector_store_kwargs {unknown}; use {sorted(_MMR_KEYS)}")
+    threshold = kwargs.get("mmr_threshold")
+    lambda_mult = 0.5 if threshold is None else threshold
+    if (
+        not isinstance(lambda_mult, int | float)
+        or isinstance(lambda_mult, bool)
+        or not 0 <= lambda_mult <= 1
+    ):
+        raise InvalidInputError(f"mmr_threshold must be a number in [0, 1], got {threshold!r}")
+    if kwargs.get("mmr_prefetch_k") is not None:
+        fetch_k = kwargs["mmr_prefetch_k"]
+        if not isinstance(fetch_k, int) or isinstance(fetch_k, bool) or fetch_k < 1:
+            raise InvalidInputError(f"mmr_prefetch_k must be a positive integer, got {fetch_k!r}")
+        return fetch_k, float(lambda_mult)
+    factor = kwargs.get("mmr_prefetch_factor", _MMR_PREFETCH_FACTOR)
+    if not isinstance(factor, int | float) or isinstance(factor, bool) or factor < 1:
+        raise InvalidInputError(f"mmr_prefetch_factor must be a number >= 1, got {factor!r}")
+    return max(k, math.ceil(k * factor)), float(lambda_mult)
 
 
 def _image_node_from_document(document: Document, position: int) -> ImageNode:
