@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +127,28 @@ def test_resident_rows_keep_every_document_through_replacement_eviction_and_comp
     old = before.rows(0, 2)  # taken before deletion and compaction: still the old rows
     assert old["codes"].tolist() == [3] * lengths["d3"] + [150] * lengths["d150"]
     assert before.offsets.tolist() == [0, lengths["d3"], lengths["d3"] + lengths["d150"]]
+
+
+def test_large_loads_hand_freed_memory_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import platform
+
+    from latewise import LateInteractionIndex, corpus
+    from tests.fixtures.hash_encoder import HashEncoder
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert corpus.release_free_memory() is True
+    calls: list[str] = []
+    monkeypatch.setattr(corpus, "release_free_memory", lambda: calls.append("x") or True)
+    monkeypatch.setattr(corpus, "_RELEASE_AFTER_DOCS", 3)
+    monkeypatch.setattr(corpus, "_RELEASE_AFTER_BYTES", 1)
+    texts = [f"document number {i} about topic {i % 3}" for i in range(6)]
+    LateInteractionIndex(HashEncoder(), path=tmp_path, collection="mem").add(texts)
+    reopened = LateInteractionIndex(HashEncoder(), path=tmp_path, collection="mem")
+    reopened.corpus.refresh()  # loads six documents' records and prototypes: released
+    assert len(calls) == 1
+    reopened.search("topic 1", k=2)  # reads stored vectors past the byte threshold: released
+    assert len(calls) == 2
+    reopened.search("topic 1", k=2)  # everything needed is resident: nothing read
+    assert len(calls) == 2
