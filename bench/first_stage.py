@@ -133,7 +133,7 @@ def main() -> None:
                 results.setdefault(f"{name} {n}", []).append(coverage(ranked, n, exact[j]))
             half = n // 2
             union = set(by_proto[:half].tolist()) | set(by_probe[:half].tolist())
-            results.setdefault(f"union {n}", []).append(len(exact[j] & union) / 10)
+            results.setdefault(f"union {n}", []).append(len(exact[j] & union) / len(exact[j]))
             union_sizes.setdefault(f"union {n}", []).append(len(union))
 
     print("share of the exact top 10 among the n best candidates (union: n/2 of each):")

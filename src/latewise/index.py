@@ -107,9 +107,7 @@ class IndexSettings:
                 f"compression must be None, 1, 2 or 4 bits, got {self.compression!r}"
             )
         for name in ("pool_factor", "prototypes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            _check_positive(name, getattr(self, name))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -267,8 +265,7 @@ class LateInteractionIndex:
             ("n_candidates", 1 if n_candidates is None else n_candidates),
             ("batch_size", batch_size),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            _check_positive(name, value)
         self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
         self.client = client if client is not None else _make_client(self.path)
         self.n_probe = n_probe
@@ -878,8 +875,7 @@ class LateInteractionIndex:
         exact: bool = False,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries at once (encoded in batches)."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        _check_positive("k", k)
         encoded = self.encoder.encode_queries(queries)
         return self.search_vectors(encoded, k=k, where=where, exact=exact)
 
@@ -950,9 +946,8 @@ class LateInteractionIndex:
         Returns:
             Hits in the order chosen, each with its exact MaxSim score and matches.
         """
-        for name, value in (("k", k), ("fetch_k", fetch_k)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        _check_positive("k", k)
+        _check_positive("fetch_k", fetch_k)
         if (
             not isinstance(lambda_mult, int | float)
             or isinstance(lambda_mult, bool)
@@ -1274,6 +1269,11 @@ class LateInteractionIndex:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _make_client(path: Path | None) -> ClientAPI:
