@@ -356,7 +356,7 @@ def test_compressed_collections_narrow_wide_candidates_by_centroid_interaction(
     """A compressed collection's prototype scan proposes ``n_candidates`` documents; the sum of
     their prototype and centroid-interaction scores keeps ``n_rerank`` of them for exact
     scoring."""
-    from latewise.compression import ResidualCodec
+    import latewise.scoring.codes
     from latewise.corpus import CorpusView
 
     enc = HashEncoder(dim=64)
@@ -367,17 +367,18 @@ def test_compressed_collections_narrow_wide_candidates_by_centroid_interaction(
     idx.add(docs)
     narrowed: list[torch.Tensor] = []
     rescored: list[list[str]] = []
-    real_ci, real_exact = ResidualCodec.centroid_maxsim, CorpusView.candidate_scores
+    real_ci = latewise.scoring.codes.centroid_interaction
+    real_exact = CorpusView.candidate_scores
 
-    def spy_ci(self: Any, query: Any, counts: Any, rows: Any) -> Any:
-        narrowed.append(real_ci(self, query, counts, rows))
+    def spy_ci(codec: Any, query: Any, counts: Any, rows: Any) -> Any:
+        narrowed.append(real_ci(codec, query, counts, rows))
         return narrowed[-1]
 
     def spy_exact(self: Any, query: Any, ids: Any) -> Any:
         rescored.append(list(ids))
         return real_exact(self, query, ids)
 
-    monkeypatch.setattr(ResidualCodec, "centroid_maxsim", spy_ci)
+    monkeypatch.setattr(latewise.scoring.codes, "centroid_interaction", spy_ci)
     monkeypatch.setattr(CorpusView, "candidate_scores", spy_exact)
     hits = idx.search(docs[17], k=3)
     assert [len(s) for s in narrowed] == [30]

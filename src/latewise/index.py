@@ -1021,19 +1021,18 @@ class LateInteractionIndex:
     ) -> list[Hit]:
         if not ids:
             return []
-        from latewise.scoring import maxsim_flat
+        from latewise.scoring import maxsim_flat_matches
 
-        scores_t, sim = maxsim_flat(query, flat, offsets)
+        scores_t, match_rows = maxsim_flat_matches(query, flat, offsets)
         scores = scores_t.tolist()
         # Best first; equal scores in id order, so results do not depend on storage order.
         order = sorted(range(len(ids)), key=lambda j: (-scores[j], ids[j]))[:k]
-        starts = offsets.tolist()
         hits: list[Hit] = []
         for rank, j in enumerate(order):
             rec = self.corpus.records.get(ids[j])
             if rec is None:
                 continue
-            matches = sim[starts[j] : starts[j + 1]].argmax(0)
+            matches = match_rows[j]
             hits.append(
                 Hit(
                     id=ids[j],
