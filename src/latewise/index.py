@@ -156,7 +156,7 @@ class LateInteractionIndex:
             if image_dir is not None
             else Path(self.path or DEFAULT_PATH) / "pages" / collection
         )
-        overrides = {
+        overrides: dict[str, Any] = {
             "compression": compression,
             "pool_factor": pool_factor,
             "prototypes": prototypes,

@@ -60,8 +60,7 @@ class FirstStage:
 
         view = self.view
         codec = view.codec()
-        compressed = isinstance(codec, ResidualCodec)
-        wide = max(n, n_wide or n) if compressed else n
+        wide = max(n, n_wide or n) if isinstance(codec, ResidualCodec) else n
         found: tuple[list[str], torch.Tensor] | None = None
         with view.lock:
             pool = (
@@ -72,7 +71,7 @@ class FirstStage:
             if view.protos is not None:
                 found = view.protos.top(query, wide, allowed)
         ids, first = found or self._from_hnsw(query, wide, where)
-        if len(ids) <= n or not compressed:
+        if len(ids) <= n or not isinstance(codec, ResidualCodec):
             return ids
         snap = view.snapshot(ids)
         centroid = centroid_interaction(
