@@ -41,7 +41,9 @@ from latewise.errors import (
     SettingsMismatchError,
     StoreError,
 )
+from latewise.ingest.conventions import page_image_dir
 from latewise.store.chroma import RESERVED_PREFIX, ChromaStore, DocRecord
+from latewise.store.client import make_client
 from latewise.types import Hit, PageRef, Record
 
 if TYPE_CHECKING:
@@ -143,17 +145,6 @@ class WriteStats:
     prepare_seconds: float = 0.0
     #: Seconds spent writing to Chroma.
     store_seconds: float = 0.0
-
-
-@dataclass
-class _FileDoc:
-    """One document cut from a file by :meth:`LateInteractionIndex.add_files`."""
-
-    source: str
-    id: str
-    item: Any
-    metadata: dict[str, Any]
-    kind: str  # "page", "text", or "end" (the file is finished)
 
 
 @dataclass
@@ -267,7 +258,13 @@ class LateInteractionIndex:
         ):
             _check_positive(name, value)
         self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
-        self.client = client if client is not None else _make_client(self.path)
+        self.client = (
+            client
+            if client is not None
+            else make_client(self.path, ephemeral=True)
+            if self.path is None
+            else make_client(self.path)
+        )
         self.n_probe = n_probe
         self.n_rerank = n_rerank
         self.n_candidates = n_candidates
@@ -280,8 +277,10 @@ class LateInteractionIndex:
         self.image_dir = (
             Path(image_dir)
             if image_dir is not None
-            else (Path(self.path or DEFAULT_PATH) / "pages" / collection)
+            else page_image_dir(self.path or DEFAULT_PATH, collection)
         )
+        self._encoder: Encoder | None = None
+        self._stored: Mapping[str, Any] = {}
 
         overrides = {
             "compression": compression,
@@ -299,7 +298,7 @@ class LateInteractionIndex:
                     f"collection {collection!r} does not exist yet: pass an encoder to create it, "
                     "e.g. LateInteractionIndex(load_encoder('minilm'), ...)"
                 )
-            self.encoder = _as_encoder(encoder)
+            self._encoder = _as_encoder(encoder)
             given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
             self.settings = IndexSettings(**given)
             self.store = ChromaStore(self.client, collection, hnsw=dict(self.settings.hnsw))
@@ -340,19 +339,35 @@ class LateInteractionIndex:
                     f"not {_show(value)}; leave {key} unset to use the stored value, or create a "
                     "new collection"
                 )
-        fingerprint = stored.get("fingerprint") or {}
-        if encoder is None:
-            encoder = _encoder_from_config(stored)
-        self.encoder = _as_encoder(encoder)
-        if self.encoder.fingerprint != fingerprint:
+        self._stored = stored
+        if encoder is not None:
+            self._encoder = self._checked(_as_encoder(encoder))
+
+    def _checked(self, encoder: Encoder) -> Encoder:
+        """``encoder`` if it is the one the collection was indexed with."""
+        fingerprint = self._stored.get("fingerprint") or {}
+        if encoder.fingerprint != fingerprint:
             raise EncoderMismatchError(
                 f"collection {self.store.name!r} was indexed with "
                 f"{_describe_fingerprint(fingerprint)}, but the encoder given is "
-                f"{_describe_fingerprint(self.encoder.fingerprint)} "
-                f"(differs in: {', '.join(_diff_keys(fingerprint, self.encoder.fingerprint))}). "
+                f"{_describe_fingerprint(encoder.fingerprint)} "
+                f"(differs in: {', '.join(_diff_keys(fingerprint, encoder.fingerprint))}). "
                 "Open it with the encoder that wrote it (or pass encoder=None to load it), or "
                 "index into a new collection"
             )
+        return encoder
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder; an existing collection opened without one loads its stored
+        encoder on first use (listing, counting, deleting and dropping never need it)."""
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    source = self._stored.get("encoder_source", "?")
+                    logger.info("loading the encoder of collection %r (%s)", self.name, source)
+                    self._encoder = self._checked(_encoder_from_config(self._stored))
+        return self._encoder
 
     @classmethod
     def open(
@@ -374,6 +389,8 @@ class LateInteractionIndex:
     @property
     def dim(self) -> int:
         """The vector dimension of the collection."""
+        if self._encoder is None and "dim" in (self._stored.get("fingerprint") or {}):
+            return int(self._stored["fingerprint"]["dim"])
         return int(self.encoder.dim)
 
     def __len__(self) -> int:
@@ -381,7 +398,12 @@ class LateInteractionIndex:
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path else f"client={type(self.client).__name__}"
-        return f"LateInteractionIndex(collection={self.name!r}, encoder={self.encoder!r}, {where})"
+        encoder = (
+            repr(self._encoder)
+            if self._encoder is not None
+            else f"<not loaded: {self._stored.get('encoder_source', '?')}>"
+        )
+        return f"LateInteractionIndex(collection={self.name!r}, encoder={encoder}, {where})"
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -1062,18 +1084,21 @@ class LateInteractionIndex:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         errors: str = "collect",
+        sync: bool = False,
     ) -> IngestReport:
         """Index files and folders, streamed a batch at a time.
 
         With an image encoder (ColPali), every page of each PDF (rendered with poppler) and every
         image becomes a document whose page image is saved in ``image_dir``. With a text encoder,
         ``.txt``/``.md``/``.rst``/``.html`` files and the text of PDFs are cut into chunks of the
-        encoder's length with its own tokenizer (nothing is silently truncated).
+        encoder's length with its own tokenizer (nothing is silently truncated). A file the
+        encoder cannot read is a failure that says so.
 
         Each document gets the metadata ``source`` (the absolute path), ``file_name`` and
         ``page`` (pages) or ``chunk``/``start``/``end`` (text chunks), plus ``metadata``; its id is
-        ``"<source>#page=N"`` or ``"<source>#chunk=N"``. Re-indexing a file replaces its
-        documents: unchanged ones are skipped, changed ones replaced, ones that are gone deleted.
+        ``"<source>#page=N"`` or ``"<source>#chunk=N"`` (see :mod:`latewise.ingest.conventions`).
+        Re-indexing a file replaces its documents: unchanged ones are skipped, changed ones
+        replaced, ones that are gone deleted.
 
         Args:
             paths: files and/or folders.
@@ -1084,95 +1109,40 @@ class LateInteractionIndex:
             chunk_size, chunk_overlap: text chunking, in tokens (default: the encoder's
                 document length, and an eighth of it).
             batch_size: documents encoded and written per batch.
-            show_progress_bar: show a progress bar of the documents indexed.
+            show_progress_bar: show a progress bar over the files' bytes, with an ETA.
             errors: ``"collect"`` records a file that cannot be read in the report and goes on
                 with the others; ``"raise"`` stops at the first one.
+            sync: also delete the documents of files under ``paths`` that no longer exist
+                (counted in ``report.deleted``).
 
         Returns:
-            The :class:`~latewise.ingest.IngestReport`: files read, pages/texts, failures, and
-            ``documents``, how many documents were written or confirmed.
+            The :class:`~latewise.ingest.IngestReport`: files read, pages/texts, failures,
+            ``documents`` (written or confirmed) and ``deleted``.
         """
-        from latewise.ingest import IngestReport, TokenChunker, read_text_file
-        from latewise.ingest.pages import PageRenderer
-        from latewise.ingest.sources import iter_sources, run_sources, validate_error_mode
+        from latewise.ingest import IngestReport
+        from latewise.ingest.documents import FileDone, chunker_for, file_documents
 
-        mode = validate_error_mode(errors)
         extra, _ = _check_metadata(metadata, 0)
         report = IngestReport()
-        image_dir = self.image_dir if self.encoder.modality == "image" else None
-        renderer = PageRenderer(dpi=dpi, image_dir=image_dir, password=password)
-        handlers: dict[Any, Any]
-        if self.encoder.modality == "image":
-
-            def pages(path: str) -> Iterator[_FileDoc]:
-                for rec in (
-                    renderer.iter_pdf(path)
-                    if path.lower().endswith(".pdf")
-                    else (renderer.iter_image(path))
-                ):
-                    ref = rec.ref
-                    meta = {
-                        **extra,
-                        **_file_meta(path),
-                        "page": ref.page,
-                        "width": ref.width,
-                        "height": ref.height,
-                    }
-                    yield _FileDoc(path, f"{path}#page={ref.page}", ref, meta, "page")
-                yield _FileDoc(path, "", None, {}, "end")
-
-            handlers = {"pdf": pages, "image": pages}
-        else:
-            # An encoder without a tokenizer or length limit reads whole texts: no chunking.
-            chunker = (
-                TokenChunker.from_encoder(
-                    self.encoder, chunk_size=chunk_size, chunk_overlap=chunk_overlap
-                )
-                if self.encoder.tokenizer is not None
-                and (chunk_size or self.encoder.max_document_tokens)
-                else None
-            )
-
-            def chunks(
-                path: str, text: str, base: dict[str, Any], prefix: str
-            ) -> Iterator[_FileDoc]:
-                if chunker is None:
-                    spans = [(0, 0, len(text), text)] if text.strip() else []
-                else:
-                    spans = [(c.index, c.start, c.end, c.text) for c in chunker.split_text(text)]
-                for index, start, end, chunk in spans:
-                    meta = {**base, "chunk": index, "start": start, "end": end}
-                    yield _FileDoc(path, f"{path}#{prefix}chunk={index}", chunk, meta, "text")
-
-            def texts(path: str) -> Iterator[_FileDoc]:
-                doc = read_text_file(path)
-                base = {**extra, **_file_meta(path)}
-                if doc.title:
-                    base["title"] = doc.title
-                yield from chunks(path, doc.text, base, "")
-                yield _FileDoc(path, "", None, {}, "end")
-
-            def pdf_texts(path: str) -> Iterator[_FileDoc]:
-                for page, text in renderer.iter_pdf_text(path):
-                    base = {**extra, **_file_meta(path), "page": page}
-                    yield from chunks(path, text, base, f"page={page}&")
-                yield _FileDoc(path, "", None, {}, "end")
-
-            handlers = {"text": texts, "pdf": pdf_texts}
-
-        def count(doc: _FileDoc, rep: IngestReport) -> None:
-            if doc.kind == "page":
-                rep.pages += 1
-            elif doc.kind == "text" and doc.metadata.get("chunk") == 0:
-                rep.texts += 1
-
-        sources = iter_sources(
-            paths, tuple(handlers), recursive=recursive, report=report, exclude=[self.image_dir]
+        modality = self.encoder.modality
+        stream = file_documents(
+            paths,
+            modality=modality,
+            chunker=None
+            if modality == "image"
+            else chunker_for(self.encoder, chunk_size=chunk_size, chunk_overlap=chunk_overlap),
+            image_dir=self.image_dir,
+            metadata=extra,
+            dpi=dpi,
+            recursive=recursive,
+            password=password,
+            errors=errors,
+            report=report,
+            show_progress_bar=bool(
+                self.show_progress_bar if show_progress_bar is None else show_progress_bar
+            ),
         )
-        stream = run_sources(sources, handlers, errors=mode, report=report, count=count)
-        progress = self._progress(None, show_progress_bar)
-        pending: list[_FileDoc] = []
-        produced: dict[str, list[str]] = {}
+        pending: list[Any] = []
         size = batch_size or self.batch_size
         limit = self._first_batch_size(size)
 
@@ -1185,30 +1155,47 @@ class LateInteractionIndex:
                     show_progress_bar=False,
                 )
                 report.documents += len(pending)
-                if progress is not None:
-                    progress.update(len(pending))
                 pending.clear()
 
-        try:
-            for doc in stream:
-                if doc.kind == "end":
-                    # Documents of an earlier version of this file that it no longer has (its
-                    # current ones may still be pending: they are kept, and written later).
-                    keep = set(produced.pop(doc.source, []))
-                    gone = [i for i in self.ids({"source": doc.source}) if i not in keep]
-                    if gone:
-                        self.delete(gone)
-                    continue
-                produced.setdefault(doc.source, []).append(doc.id)
-                pending.append(doc)
-                if len(pending) >= limit:
-                    flush()
-                    limit = size
-            flush()
-        finally:
-            if progress is not None:
-                progress.close()
+        for doc in stream:
+            if isinstance(doc, FileDone):
+                # Documents of an earlier version of this file that it no longer has (its
+                # current ones may still be pending: they are kept, and written later).
+                keep = set(doc.ids)
+                gone = [i for i in self.ids({"source": doc.source}) if i not in keep]
+                if gone:
+                    report.deleted += self.delete(gone)
+                continue
+            pending.append(doc)
+            if len(pending) >= limit:
+                flush()
+                limit = size
+        flush()
+        if sync:
+            report.deleted += self._delete_missing_files(paths)
         return report
+
+    def _delete_missing_files(self, paths: str | Path | Sequence[str | Path]) -> int:
+        """Delete the documents of files under ``paths`` that no longer exist."""
+        import os
+
+        from latewise.ingest.conventions import parse_document_id
+
+        roots = [
+            os.path.abspath(os.fspath(p))
+            for p in ([paths] if isinstance(paths, str | Path) else paths)
+        ]
+        gone: list[str] = []
+        for doc_id in self.ids():
+            parsed = parse_document_id(doc_id)
+            if parsed is None or os.path.exists(parsed.source):
+                continue
+            if any(parsed.source == r or parsed.source.startswith(r + os.sep) for r in roots):
+                gone.append(doc_id)
+        if not gone:
+            return 0
+        logger.info("deleting %d document(s) of files that no longer exist", len(gone))
+        return self.delete(gone)
 
     def explain(
         self,
@@ -1255,16 +1242,27 @@ class LateInteractionIndex:
         return explanation
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: documents, first-stage rows, memory held, settings, encoder."""
-        self.corpus.refresh()
+        """Counts and sizes: documents, first-stage rows, memory held, settings, encoder.
+
+        Needs no model: an index whose encoder is not loaded reports the stored fingerprint,
+        and one that has not searched yet holds no memory (nothing is loaded to count it).
+        """
+        if self.corpus.generation is not None:
+            self.corpus.refresh()
+            scanning = self.corpus.scanning
+        rows = self.store.row_count()
+        if self.corpus.generation is None:
+            scanning = rows * self.dim * 2 <= self.corpus.scan_bytes
         return {
             "collection": self.name,
             "documents": self.store.count(),
-            "rows": self.store.row_count(),
+            "rows": rows,
             **self.corpus.memory(),
-            "first_stage": "in-memory prototypes" if self.corpus.scanning else "Chroma HNSW",
+            "first_stage": "in-memory prototypes" if scanning else "Chroma HNSW",
             "settings": self.settings.to_json(),
-            "encoder": self.encoder.fingerprint,
+            "encoder": self._stored.get("fingerprint")
+            if self._encoder is None
+            else self._encoder.fingerprint,
         }
 
 
@@ -1274,17 +1272,6 @@ class LateInteractionIndex:
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _make_client(path: Path | None) -> ClientAPI:
-    import chromadb
-    from chromadb.config import Settings
-
-    settings = Settings(anonymized_telemetry=False)
-    if path is None:
-        return chromadb.EphemeralClient(settings=settings)
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 def _as_encoder(encoder: Encoder | str) -> Encoder:
@@ -1481,10 +1468,6 @@ def _file_digest(path: str | Path, position: int) -> str:
             f"cannot read image at position {position}: {str(p)!r} ({exc.strerror or exc})",
             [position],
         ) from exc
-
-
-def _file_meta(path: str) -> dict[str, Any]:
-    return {"source": path, "file_name": Path(path).name}
 
 
 def _page_json(page: PageRef | None) -> dict[str, Any] | None:
