@@ -98,14 +98,18 @@ def hit_source(hit: Hit) -> str:
 
 
 def _term(label: str) -> str | None:
-    """A token label as a lowercase search term, or ``None`` for special tokens, punctuation
-    and word pieces too short to mean anything."""
-    piece = label.startswith("##")
-    term = label[2:] if piece else label.lstrip("▁Ġ")
-    term = term.lower()
-    if not term or not _WORD.fullmatch(term) or len(term) < (3 if piece else 2):
+    """A token label as a lowercase search term, or ``None`` for special tokens, punctuation,
+    word pieces (``##rr``) and single letters."""
+    if label.startswith("##"):
+        return None
+    term = label.lstrip("▁Ġ").lower()
+    if len(term) < 2 or not _WORD.fullmatch(term):
         return None
     return term
+
+
+def _related(term: str, words: Collection[str]) -> bool:
+    return any(w.startswith(term) or term.startswith(w) for w in words)
 
 
 def matched_terms(
@@ -120,9 +124,12 @@ def matched_terms(
             when vectors are not tokens (pooled documents, one-vector encoders).
 
     Returns:
-        The document tokens the query matched; when they cannot be told (no labels, or none
-        is a word), the query's own words of three letters or more.
+        The document tokens the query matched; of those, the ones that are (prefixes of) query
+        words when there are any (query-expansion vectors also match filler words). When no
+        token can be told (no labels, or none is a word), the query's words of three letters
+        or more.
     """
+    query_words = {w.lower() for w in _WORD.findall(query)}
     terms: set[str] = set()
     if labels is not None:
         for position in matches:
@@ -130,13 +137,18 @@ def matched_terms(
                 term = _term(labels[position])
                 if term is not None:
                     terms.add(term)
-    if not terms:
-        terms = {w.lower() for w in _WORD.findall(query) if len(w) >= 3}
-    return frozenset(terms)
+    close = {t for t in terms if _related(t, query_words)}
+    if close:
+        return frozenset(close)
+    if terms:
+        return frozenset(terms)
+    return frozenset(w for w in query_words if len(w) >= 3)
 
 
 def _is_match(word: str, terms: Collection[str]) -> bool:
-    return any(word == t or (len(t) >= 3 and t in word) for t in terms)
+    """A word matches a term it equals, or a term of four letters or more it starts with
+    (the token ``erupt`` of ``erupted``)."""
+    return any(word == t or (len(t) >= 4 and word.startswith(t)) for t in terms)
 
 
 @dataclass(frozen=True)
