@@ -43,7 +43,7 @@ from latewise.errors import (
 )
 from latewise.ingest.conventions import page_image_dir
 from latewise.store.chroma import RESERVED_PREFIX, ChromaStore, DocRecord
-from latewise.store.client import make_client
+from latewise.store.client import DEFAULT_PATH, make_client
 from latewise.types import Hit, PageRef, Record
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["IndexSettings", "LateInteractionIndex", "WriteStats"]
 
-DEFAULT_PATH = ".latewise"
 DEFAULT_COLLECTION = "latewise"
 _CODEC_KEY = "codec"
 # Documents in the first batch of a compressed collection, whose vectors fit the codec: with

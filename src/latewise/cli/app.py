@@ -22,6 +22,7 @@ import typer
 
 from latewise.__about__ import __version__
 from latewise.errors import InvalidInputError, LatewiseError
+from latewise.store.client import DEFAULT_PATH, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -55,16 +56,11 @@ EXIT_USAGE = 2
 #: Interrupted with Ctrl-C.
 EXIT_INTERRUPTED = 130
 
-#: The embedded database folder when neither ``--path`` nor ``$LATEWISE_PATH`` is given
-#: (the same default as :class:`~latewise.index.LateInteractionIndex`).
-DEFAULT_PATH = ".latewise"
 #: The collection used when ``--collection`` is not given.
 DEFAULT_COLLECTION = "latewise"
 #: The encoder of a new collection when ``--encoder`` is not given: all-MiniLM-L6-v2 as
 #: zero-shot ColBERT, bundled by ``latewise[minilm]``, so indexing works offline.
 DEFAULT_ENCODER = "minilm"
-#: The Chroma server port when only ``--host`` is given.
-DEFAULT_PORT = 8000
 ENV_PATH = "LATEWISE_PATH"
 
 _P = ParamSpec("_P")

@@ -547,7 +547,7 @@ def _remove_page_images(target: Target, collection: str) -> Path | None:
 @guard
 def drop_command(
     collection: Annotated[
-        str, typer.Argument(help="The collection to delete.", metavar="COLLECTION")
+        str, typer.Argument(help="The collection to delete.", metavar="COLLECTION", show_default=False)
     ],
     yes: YesOpt = False,
     path: PathOpt = None,
