@@ -516,7 +516,9 @@ def test_no_model_commands_load_no_encoder_and_no_torch(text_db: Path, tmp_path:
 def test_list_command(text_db: Path) -> None:
     listed = ok(run("list", "--path", text_db)).stdout.splitlines()
     assert len(listed) == 4
-    assert [line.split("\t")[0] for line in listed] == sorted(line.split("\t")[0] for line in listed)
+    assert [line.split("\t")[0] for line in listed] == sorted(
+        line.split("\t")[0] for line in listed
+    )
     assert {line.split("\t")[1] for line in listed} == {
         "cats.txt",
         "dogs.md",
@@ -529,7 +531,8 @@ def test_list_command(text_db: Path) -> None:
     rows = hits(run("list", "--path", text_db, "--json", "--where", '{"file_name": "dogs.md"}'))
     assert [r["metadata"]["file_name"] for r in rows] == ["dogs.md"]
     none = ok(run("list", "--path", text_db, "--where", '{"file_name": "none"}'))
-    assert none.stdout == "" and "No documents" in none.stderr
+    assert none.stdout == ""
+    assert "No documents" in none.stderr
 
 
 def test_drop_asks_and_refuses_without_a_terminal(
@@ -615,7 +618,8 @@ def test_index_sync_removes_gone_files_and_shrunk_chunks(minilm: None, tmp_path:
     ok(run("index", docs, *args))
     listed = ok(run("list", "--path", db)).stdout
     assert listed.count("a.txt#chunk=") == 1
-    assert "b.txt#chunk=0" in listed and "c.txt#chunk=0" in listed
+    assert "b.txt#chunk=0" in listed
+    assert "c.txt#chunk=0" in listed
     # --sync forgets files under PATH that are gone, and only under PATH.
     other = write_texts(tmp_path / "other", {"d.txt": "Dates."})
     ok(run("index", other, *args, "-q"))
@@ -623,7 +627,8 @@ def test_index_sync_removes_gone_files_and_shrunk_chunks(minilm: None, tmp_path:
     result = ok(run("index", docs, *args, "--sync"))
     assert "2 deleted" in result.stdout
     listed = ok(run("list", "--path", db)).stdout
-    assert "b.txt" not in listed and "c.txt" not in listed
+    assert "b.txt" not in listed
+    assert "c.txt" not in listed
     assert "d.txt#chunk=0" in listed  # not under the PATH given
 
 
@@ -638,7 +643,8 @@ def test_search_snippet_shows_the_matched_passage(
     id_width = len(str(docs / "long.txt#chunk=0"))
     monkeypatch.setenv("COLUMNS", str(id_width + 90))
     table = ok(run("search", "volcano lava", "--path", db, "-k", "1")).stdout.splitlines()
-    assert "volcano" in table[1] and "lava" in table[1]
+    assert "volcano" in table[1]
+    assert "lava" in table[1]
     assert "…" in table[1]
     assert len(table[1]) <= id_width + 90  # as wide as the terminal
     assert "\x1b[" not in table[1]  # no colours when stdout is not a terminal
@@ -646,22 +652,25 @@ def test_search_snippet_shows_the_matched_passage(
     wide = ok(run("search", "volcano lava", "--path", db, "-k", "1")).stdout.splitlines()
     assert id_width + 90 < len(wide[1]) <= id_width + 200
     found = hits(run("search", "volcano lava", "--path", db, "-k", "1", "--json"))
-    assert "volcano" in found[0]["text"] and found[0]["text"].startswith("Line 0")
+    assert "volcano" in found[0]["text"]
+    assert found[0]["text"].startswith("Line 0")
 
 
 def test_snippet_window_and_highlight() -> None:
     text = "alpha beta gamma " * 20 + "the volcano erupted with lava " + "delta epsilon " * 20
     snip = make_snippet(text, {"volcano", "lava"}, 40)
     assert len(snip.text) <= 40
-    assert "volcano" in snip.text and snip.text.startswith("…") and snip.text.endswith("…")
+    assert "volcano" in snip.text
+    assert snip.text.startswith("…")
+    assert snip.text.endswith("…")
     marked = [snip.text[a:b] for a, b in snip.spans]
     assert marked == ["volcano", "lava"]
     styled = snip.render(style=True)
-    assert "\x1b[" in styled and snip.render(style=False) == snip.text
+    assert "\x1b[" in styled
+    assert snip.render(style=False) == snip.text
     short = make_snippet("Cats  purr\nloudly.", {"purr"}, 80)
-    assert short.text == "Cats purr loudly." and [short.text[a:b] for a, b in short.spans] == [
-        "purr"
-    ]
+    assert short.text == "Cats purr loudly."
+    assert [short.text[a:b] for a, b in short.spans] == ["purr"]
     # Matched document tokens, without special tokens and short pieces; the query's words when
     # there are no token labels.
     labels = ["[CLS]", "[D]", "cats", "pu", "##rr", ".", "the", "[SEP]"]
@@ -684,4 +693,5 @@ def test_python_dash_m_latewise_cli() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]
-    assert first.startswith("Usage: latewise drop [OPTIONS]") and "COLLECTION" in first
+    assert first.startswith("Usage: latewise drop [OPTIONS]")
+    assert "COLLECTION" in first

@@ -110,7 +110,7 @@ app = typer.Typer(
 )
 
 
-# -- options shared by the commands ---------------------------------------------------------------
+# -- options shared by the commands --------------------------------------------------------------
 
 CollectionOpt = Annotated[
     str,
@@ -192,7 +192,7 @@ def main() -> None:
     app(prog_name="latewise")
 
 
-# -- logging ----------------------------------------------------------------------------------------
+# -- logging ---------------------------------------------------------------------------------------
 
 
 class _CliLogHandler(logging.Handler):
@@ -234,7 +234,7 @@ def _configure_logging(verbose: bool) -> None:
     package.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-# -- errors -----------------------------------------------------------------------------------------
+# -- errors ----------------------------------------------------------------------------------------
 
 
 def _speak_cli(message: str) -> tuple[str, bool]:
@@ -346,7 +346,7 @@ def parse_json_object(value: str | None, option: str) -> dict[str, Any] | None:
     return data
 
 
-# -- where the data lives ---------------------------------------------------------------------------
+# -- where the data lives --------------------------------------------------------------------------
 
 
 @dataclass
@@ -374,8 +374,7 @@ def check_target(path: Path | None, host: str | None, port: int | None) -> None:
     """Usage errors of ``--path``/``--host``/``--port``, found before anything is opened."""
     if (host is not None or port is not None) and path is not None:
         raise CliError(
-            "--path names an embedded database and --host/--port a server: give one or the "
-            "other",
+            "--path names an embedded database and --host/--port a server: give one or the other",
             EXIT_USAGE,
         )
 

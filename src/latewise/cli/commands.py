@@ -84,7 +84,7 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-# -- index ------------------------------------------------------------------------------------------
+# -- index -----------------------------------------------------------------------------------------
 
 
 @app.command(
@@ -289,7 +289,7 @@ def index_command(
         )
 
 
-# -- search -----------------------------------------------------------------------------------------
+# -- search ----------------------------------------------------------------------------------------
 
 
 def _highlight_terms(index: LateInteractionIndex, query: str, hits: list[Hit]) -> list[Any]:
@@ -300,7 +300,7 @@ def _highlight_terms(index: LateInteractionIndex, query: str, hits: list[Hit]) -
         labels = None
         if hit.text is not None and tokens_are_vectors:
             labels = index.encoder.document_tokens([hit.text])[0]
-        terms.append(matched_terms(query, hit.matches, labels))
+        terms.append(matched_terms(query, hit.matches or (), labels))
     return terms
 
 
@@ -355,7 +355,7 @@ def search_command(
     typer.echo(hits_table(hits, _highlight_terms(index, query, hits), style=style))
 
 
-# -- info, list -------------------------------------------------------------------------------------
+# -- info, list ------------------------------------------------------------------------------------
 
 
 @app.command("info")
@@ -458,7 +458,7 @@ def list_command(
         note(f"No documents in collection {collection!r}" + (f" match {where}." if where else "."))
 
 
-# -- delete, drop, repair ---------------------------------------------------------------------------
+# -- delete, drop, repair --------------------------------------------------------------------------
 
 
 @app.command(
@@ -547,7 +547,8 @@ def _remove_page_images(target: Target, collection: str) -> Path | None:
 @guard
 def drop_command(
     collection: Annotated[
-        str, typer.Argument(help="The collection to delete.", metavar="COLLECTION", show_default=False)
+        str,
+        typer.Argument(help="The collection to delete.", metavar="COLLECTION", show_default=False),
     ],
     yes: YesOpt = False,
     path: PathOpt = None,
@@ -605,7 +606,7 @@ def repair_command(
         typer.echo(f"Repaired collection {collection!r}: {result}")
 
 
-# -- explain ----------------------------------------------------------------------------------------
+# -- explain ---------------------------------------------------------------------------------------
 
 
 @app.command(

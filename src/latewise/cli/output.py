@@ -30,8 +30,8 @@ __all__ = [
     "hits_table",
     "human_bytes",
     "index_summary",
-    "matched_terms",
     "make_snippet",
+    "matched_terms",
     "terminal_width",
 ]
 
@@ -73,7 +73,7 @@ def disk_usage(folder: Path) -> int:
     return total
 
 
-# -- search results ---------------------------------------------------------------------------------
+# -- search results --------------------------------------------------------------------------------
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
@@ -202,9 +202,7 @@ def make_snippet(text: str, terms: Collection[str], width: int) -> Snippet:
     prefix = _ELLIPSIS if a > 0 else ""
     suffix = _ELLIPSIS if a + len(body) < len(flat) else ""
     shift = len(prefix) - a
-    spans = tuple(
-        (s + shift, e + shift) for s, e, _ in found if s >= a and e <= a + len(body)
-    )
+    spans = tuple((s + shift, e + shift) for s, e, _ in found if s >= a and e <= a + len(body))
     return Snippet(prefix + body + suffix, spans)
 
 
@@ -257,7 +255,7 @@ def hits_table(
     return "\n".join(lines)
 
 
-# -- info -------------------------------------------------------------------------------------------
+# -- info ------------------------------------------------------------------------------------------
 
 
 def _short(value: Any) -> str:
@@ -295,7 +293,7 @@ def collection_block(entry: Mapping[str, Any]) -> str:
     )
 
 
-# -- index ------------------------------------------------------------------------------------------
+# -- index -----------------------------------------------------------------------------------------
 
 
 def _names(paths: Iterable[str], limit: int = 5) -> str:

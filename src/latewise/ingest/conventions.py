@@ -69,7 +69,9 @@ def parse_document_id(doc_id: str) -> FileDocumentId | None:
         return None
     page, chunk = match["page"], match["chunk"]
     return FileDocumentId(
-        match["source"], int(page) if page is not None else None, int(chunk) if chunk is not None else None
+        match["source"],
+        int(page) if page is not None else None,
+        int(chunk) if chunk is not None else None,
     )
 
 

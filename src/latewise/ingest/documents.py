@@ -333,9 +333,9 @@ def file_documents(
 
     def explicit(source: Source) -> Source:
         """A file named explicitly that the encoder cannot read goes to ``refuse``."""
-        if source.error is not None and classify_path(source.path) in other:
-            if os.path.isfile(source.path):
-                return Source(source.path, classify_path(source.path))
+        kind = classify_path(source.path)
+        if source.error is not None and kind in other and os.path.isfile(source.path):
+            return Source(source.path, kind)
         return source
 
     listed = (

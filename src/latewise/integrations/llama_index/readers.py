@@ -18,6 +18,9 @@ from latewise.ingest.conventions import page_id, page_image_dir
 from latewise.ingest.sources import validate_error_mode
 from latewise.store.client import DEFAULT_PATH
 
+#: Where page images go when no ``image_dir`` is given (next to the index's default path).
+_DEFAULT_IMAGE_DIR = page_image_dir(DEFAULT_PATH)
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PDFPageReader"]
@@ -69,7 +72,7 @@ class PDFPageReader(BaseReader):
 
     def __init__(
         self,
-        image_dir: str | Path = page_image_dir(DEFAULT_PATH),
+        image_dir: str | Path = _DEFAULT_IMAGE_DIR,
         *,
         dpi: int = DEFAULT_DPI,
         image_format: str = "png",
