@@ -695,3 +695,17 @@ def test_python_dash_m_latewise_cli() -> None:
     first = proc.stdout.splitlines()[0]
     assert first.startswith("Usage: latewise drop [OPTIONS]")
     assert "COLLECTION" in first
+
+
+def test_index_warns_before_a_slow_file(
+    minilm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The large-file warning of ingest reaches the terminal as a ``warning:`` line."""
+    from latewise.ingest import documents
+
+    monkeypatch.setattr(documents, "LONG_LINE_BYTES", 64)
+    docs = write_texts(tmp_path / "docs", {"one-line.txt": "word " * 40, "ok.txt": "Fine.\n"})
+    result = ok(run("index", docs, "--path", tmp_path / "db"))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1
+    assert "one-line.txt (200 B) has a line longer than 64 B" in warnings[0]

@@ -54,6 +54,7 @@ from latewise.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from latewise.encoders import Encoder
     from latewise.index import LateInteractionIndex
     from latewise.types import Hit
 
@@ -82,6 +83,13 @@ def _stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _load_encoder(name: str) -> Encoder:
+    """The encoder ``--encoder`` names: ``minilm``, a hub id or a checkpoint folder."""
+    from latewise.encoders import load_encoder
+
+    return load_encoder(name)
 
 
 # -- index -----------------------------------------------------------------------------------------
@@ -233,7 +241,7 @@ def index_command(
             quiet=quiet,
         )
     index = LateInteractionIndex(
-        chosen,
+        _load_encoder(chosen) if chosen is not None else None,
         client=target.client,
         collection=collection,
         compression=compression,
