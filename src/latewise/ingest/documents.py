@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -312,11 +312,11 @@ def file_documents(
         yield FileDone(path, tuple(ids))
 
     def refuse(path: str) -> Iterator[FileDocument | FileDone]:
-        kind = classify_path(path)
-        raise FileIngestError(path, _cannot_read(modality, kind or "text"))
-        yield  # pragma: no cover - makes this a generator like the other handlers
+        raise FileIngestError(path, _cannot_read(modality, classify_path(path) or "text"))
 
-    def checked(handler: Any) -> Any:
+    Handler = Callable[[str], Iterator[FileDocument | FileDone]]
+
+    def checked(handler: Handler) -> Handler:
         def run(path: str) -> Iterator[FileDocument | FileDone]:
             kind = classify_path(path)
             if kind is not None:
@@ -325,7 +325,7 @@ def file_documents(
 
         return run
 
-    handlers: dict[SourceKind, Any]
+    handlers: dict[SourceKind, Handler]
     if modality == "image":
         handlers = {"pdf": checked(pages), "image": checked(pages), "text": refuse}
     else:
