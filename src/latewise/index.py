@@ -37,6 +37,7 @@ from latewise.errors import (
     check_positive,
 )
 from latewise.store.chroma import ChromaStore, validate_collection_name
+from latewise.store.client import DEFAULT_PATH
 from latewise.store.filters import check_contains_targets, check_where
 from latewise.types import Hit, PageRef, Record
 
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_COLLECTION", "DEFAULT_PATH", "IndexSettings", "LateInteractionIndex"]
 
-DEFAULT_PATH = ".latewise"
 DEFAULT_COLLECTION = "latewise"
 
 

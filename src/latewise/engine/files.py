@@ -8,6 +8,8 @@ one no longer has. With ``sync``, documents of files that are gone are deleted t
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from latewise.index import LateInteractionIndex
     from latewise.ingest import IngestReport
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["index_files"]
 
@@ -36,11 +40,17 @@ def index_files(
 ) -> IngestReport:
     """What :meth:`LateInteractionIndex.add_files` does (see there)."""
     from latewise.ingest import IngestReport
-    from latewise.ingest.documents import FileDone, file_documents
+    from latewise.ingest.documents import FileDone, chunker_for, file_documents
 
+    from latewise.engine.writer import CODEC_SAMPLE_DOCS
+    from latewise.store.filters import check_metadata
+
+    extra, _ = check_metadata(metadata, 0)
     report = IngestReport()
     pending: list[Any] = []
-    seen: set[str] = set()
+    encoder = index.encoder
+    # A compressed collection's codec is fitted on the first batch: give it a larger one.
+    limit = max(batch_size, CODEC_SAMPLE_DOCS) if index.codecs.needs_fit() else batch_size
 
     def flush() -> None:
         if pending:
@@ -56,45 +66,54 @@ def index_files(
 
     for doc in file_documents(
         paths,
-        encoder=index.encoder,
+        modality=encoder.modality,
+        chunker=None
+        if encoder.modality == "image"
+        else chunker_for(encoder, chunk_size=chunk_size, chunk_overlap=chunk_overlap),
         image_dir=index.image_dir,
-        metadata=metadata,
+        metadata=extra,
         dpi=dpi,
         recursive=recursive,
         password=password,
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
         errors=errors,
         report=report,
-        show_progress_bar=show_progress_bar,
+        show_progress_bar=bool(
+            index.show_progress_bar if show_progress_bar is None else show_progress_bar
+        ),
     ):
         if isinstance(doc, FileDone):
-            seen.add(doc.source)
             keep = set(doc.ids)
             gone = [i for i in index.ids({"source": doc.source}) if i not in keep]
             if gone:  # what an earlier version of the file had, and this one has not
-                flush()
-                index.delete(gone)
+                report.deleted += index.delete(gone)
             continue
         pending.append(doc)
-        if len(pending) >= batch_size:
+        if len(pending) >= limit:
             flush()
+            limit = batch_size
     flush()
     if sync:
-        roots = [Path(p).resolve() for p in ([paths] if isinstance(paths, str | Path) else paths)]
-        stale = [
-            rec.id
-            for rec in index.get(index.ids())
-            if rec.metadata.get("source") not in seen and _under(rec.metadata.get("source"), roots)
-        ]
-        if stale:
-            index.delete(stale)
-        report.deleted = len(stale)
+        report.deleted += _delete_missing_files(index, paths)
     return report
 
 
-def _under(source: Any, roots: Sequence[Path]) -> bool:
-    if not isinstance(source, str):
-        return False
-    path = Path(source)
-    return any(path == root or root in path.parents for root in roots)
+def _delete_missing_files(
+    index: LateInteractionIndex, paths: str | Path | Sequence[str | Path]
+) -> int:
+    """Delete the documents of files under ``paths`` that no longer exist."""
+    from latewise.ingest.conventions import parse_document_id
+
+    roots = [
+        os.path.abspath(os.fspath(p)) for p in ([paths] if isinstance(paths, str | Path) else paths)
+    ]
+    gone: list[str] = []
+    for doc_id in index.ids():
+        parsed = parse_document_id(doc_id)
+        if parsed is None or os.path.exists(parsed.source):
+            continue
+        if any(parsed.source == r or parsed.source.startswith(r + os.sep) for r in roots):
+            gone.append(doc_id)
+    if not gone:
+        return 0
+    logger.info("deleting %d document(s) of files that no longer exist", len(gone))
+    return index.delete(gone)

@@ -14,8 +14,18 @@ from latewise.errors import InvalidInputError, StoreError
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
-__all__ = ["client_from_description", "describe_client", "make_client", "parse_server"]
+__all__ = [
+    "DEFAULT_PATH",
+    "DEFAULT_PORT",
+    "client_from_description",
+    "describe_client",
+    "make_client",
+    "parse_server",
+]
 
+#: The embedded database folder used when no path is given.
+DEFAULT_PATH = ".latewise"
+#: The port of a Chroma server when ``server`` names only a host.
 DEFAULT_PORT = 8000
 
 
@@ -38,7 +48,9 @@ def parse_server(server: str) -> tuple[str, int]:
 def make_client(
     path: str | Path | None = None, *, server: str | None = None, ephemeral: bool = False
 ) -> ClientAPI:
-    """A Chroma client: embedded in ``path``, a server at ``server`` ("host:port"), or in memory.
+    """A Chroma client (telemetry off): embedded in ``path`` (created if missing; ``./.latewise``
+    when nothing is given), a server at ``server`` ("host:port", checked with a heartbeat), or in
+    memory (``ephemeral``).
 
     Raises:
         InvalidInputError: several of ``path``, ``server`` and ``ephemeral``, or ``path`` names
@@ -64,9 +76,7 @@ def make_client(
                 f"`chroma run --path DIR --host {host} --port {port}`"
             ) from exc
         return client
-    if path is None:
-        raise InvalidInputError("make_client needs path=, server= or ephemeral=True")
-    folder = Path(path).expanduser()
+    folder = Path(path if path is not None else DEFAULT_PATH).expanduser()
     if folder.exists() and not folder.is_dir():
         raise InvalidInputError(
             f"path={str(folder)!r} is a file, not a database folder; pass a folder (it is "
