@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from latewise.index import WriteStats
+    from latewise.engine.settings import WriteStats
     from latewise.ingest import IngestReport
     from latewise.types import Hit
 

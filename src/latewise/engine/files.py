@@ -39,10 +39,9 @@ def index_files(
     sync: bool,
 ) -> IngestReport:
     """What :meth:`LateInteractionIndex.add_files` does (see there)."""
+    from latewise.engine.writer import CODEC_SAMPLE_DOCS
     from latewise.ingest import IngestReport
     from latewise.ingest.documents import FileDone, chunker_for, file_documents
-
-    from latewise.engine.writer import CODEC_SAMPLE_DOCS
     from latewise.store.filters import check_metadata
 
     extra, _ = check_metadata(metadata, 0)
