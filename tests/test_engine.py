@@ -241,6 +241,7 @@ def test_repair_rebuilds_a_damaged_first_stage(
         fresh.search(queries[0], k=5)
     report = fresh.repair()
     assert report["documents"] == len(TEXTS)
+    assert report["rebuilt"] == 1
     assert [fresh.search(q, k=5) for q in queries] == before
     assert [
         make(chroma_client, collection_name, n_rerank=4).search(q, k=5) for q in queries

@@ -441,17 +441,17 @@ class LateInteractionIndex:
             self.view.clear()
             self.codecs.reset()
 
-    def repair(self) -> dict[str, int]:
-        """Rebuild every derived part of the collection from its documents and stored vectors.
+    def repair(self, *, rebuild: bool = False) -> dict[str, int]:
+        """Remove what no document claims and rebuild the first stage when it is damaged.
 
-        Removes first-stage rows and stored vectors no document claims (left by a crash), then
-        rebuilds the first-stage collection from each document's stored vectors (so a damaged or
-        deleted first stage searches again). Needs no model.
+        Stored vectors and first-stage rows of no current document (left by a crash) are
+        deleted; the first-stage collection is rebuilt from the documents' stored vectors when
+        rows are missing or it cannot be read or queried (or ``rebuild=True``). Needs no model.
 
         Returns:
-            ``{"documents": ..., "rows": rows rebuilt, "orphans": records removed}``.
+            ``{"documents", "orphans" (records removed), "rebuilt" (0/1), "rows" (rebuilt)}``.
         """
-        return self.writer.rebuild()
+        return self.writer.repair(rebuild=rebuild)
 
     # -- reading ----------------------------------------------------------------------------------
 

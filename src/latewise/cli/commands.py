@@ -584,7 +584,8 @@ def drop_command(
     "repair",
     epilog=(
         "Removes first-stage rows and stored vectors that no document claims (left by a crash "
-        "or an interrupted write). Searches already ignore them; this reclaims their space."
+        "or an interrupted write), and rebuilds the first stage from the documents' stored "
+        "vectors when it is damaged or missing (always with --rebuild). Loads no model."
     ),
 )
 @guard
@@ -596,22 +597,31 @@ def repair_command(
     path: PathOpt = None,
     host: HostOpt = None,
     port: PortOpt = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild the first stage even if it looks intact.")
+    ] = False,
 ) -> None:
-    """Repair a collection after a crash: remove what no document claims."""
+    """Repair a collection after a crash: remove what no document claims, rebuild what is
+    damaged."""
     check_target(path, host, port)
     target = connect(path, host, port, create=False)
     index = open_index(target, collection)
-    result = index.repair()
-    if isinstance(result, int):
-        if result:
-            typer.echo(
-                f"Repaired collection {collection!r}: removed {result} orphaned record(s) "
-                "(first-stage rows and stored vectors no document claims)."
-            )
-        else:
-            typer.echo(f"Collection {collection!r} needed no repair.")
+    result = index.repair(rebuild=rebuild)
+    done = []
+    if result["orphans"]:
+        done.append(
+            f"removed {result['orphans']} record(s) no document claims (first-stage rows and "
+            "stored vectors left by a crash)"
+        )
+    if result["rebuilt"]:
+        done.append(
+            f"rebuilt the first stage ({result['rows']} rows) from the stored vectors of "
+            f"{result['documents']} document(s)"
+        )
+    if done:
+        typer.echo(f"Repaired collection {collection!r}: " + "; ".join(done) + ".")
     else:
-        typer.echo(f"Repaired collection {collection!r}: {result}")
+        typer.echo(f"Collection {collection!r} needed no repair ({result['documents']} documents).")
 
 
 # -- explain ---------------------------------------------------------------------------------------

@@ -537,34 +537,57 @@ class Writer:
             height=image.height,
         )
 
-    def rebuild(self) -> dict[str, int]:
-        """Rebuild the first-stage rows of every document from its stored vectors, and remove
-        stored vectors no document claims (what :meth:`LateInteractionIndex.repair` does).
+    def repair(self, *, rebuild: bool = False) -> dict[str, int]:
+        """Remove what no document claims and rebuild the first stage if it is damaged (what
+        :meth:`LateInteractionIndex.repair` does).
+
+        Stored vectors and first-stage rows of no current document version (left by a crash)
+        are deleted. The first-stage collection is rebuilt from every document's stored
+        vectors when rows are missing, it cannot be read or queried, or ``rebuild`` is set;
+        otherwise nothing is decoded (and no torch is imported).
 
         Returns:
-            ``{"documents": ..., "rows": rows written, "orphans": blobs removed}``.
+            ``{"documents", "orphans" (records removed), "rebuilt" (0 or 1), "rows" (rows
+            written by a rebuild)}``.
         """
+        with self.guard():
+            orphans = self.store.remove_orphan_blobs()
+            expected = {rid for page in self.store.scan() for rec in page for rid in rec.row_ids()}
+            documents = self.store.count()
+            if not rebuild:
+                try:
+                    present = self.store.row_ids_stored()
+                    self.store.probe_rows()
+                except StoreError:
+                    logger.warning("the first stage of %s is damaged: rebuilding", self.store.name)
+                    rebuild = True
+                else:
+                    stale = sorted(present - expected)
+                    self.store.delete_rows_by_id(stale)
+                    orphans += len(stale)
+                    rebuild = bool(expected - present)
+            rows = self._rebuild_rows() if rebuild else 0
+            WriteLog(self.store).record()
+            self.view.clear()
+        return {"documents": documents, "orphans": orphans, "rebuilt": int(rebuild), "rows": rows}
+
+    def _rebuild_rows(self) -> int:
         import torch
 
         from latewise.compression import prototypes_batch
 
-        with self.guard():
-            orphans = self.store.remove_orphan_blobs()
-            self.store.reset_rows(dict(self.settings.hnsw))
-            documents = rows = 0
-            for page in self.store.scan(page_size=500):
-                self.store.attach_blobs(page)
-                vectors = self.codecs.current().decode_docs([r.blob or b"" for r in page])
-                protos = prototypes_batch(vectors, self.settings.prototypes)
-                changed = []
-                for rec, proto in zip(page, protos, strict=True):
-                    if rec.n_rows != proto.shape[0]:  # written with another prototype count
-                        rec.n_rows = int(proto.shape[0])
-                        changed.append(rec)
-                self.store.write_rows(page, torch.cat(protos).float().numpy())
-                self.store.write_docs(changed)
-                documents += len(page)
-                rows += sum(int(p.shape[0]) for p in protos)
-            WriteLog(self.store).record()
-            self.view.clear()
-        return {"documents": documents, "rows": rows, "orphans": orphans}
+        self.store.reset_rows(dict(self.settings.hnsw))
+        rows = 0
+        for page in self.store.scan(page_size=500):
+            self.store.attach_blobs(page)
+            vectors = self.codecs.current().decode_docs([r.blob or b"" for r in page])
+            protos = prototypes_batch(vectors, self.settings.prototypes)
+            changed = []
+            for rec, proto in zip(page, protos, strict=True):
+                if rec.n_rows != proto.shape[0]:  # written with another prototype count
+                    rec.n_rows = int(proto.shape[0])
+                    changed.append(rec)
+            self.store.write_rows(page, torch.cat(protos).float().numpy())
+            self.store.write_docs(changed)
+            rows += sum(int(p.shape[0]) for p in protos)
+        return rows

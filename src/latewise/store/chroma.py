@@ -452,6 +452,30 @@ class ChromaStore:
             found.update(self.vectors.get(ids=part, include=[])["ids"])
         return found
 
+    def row_ids_stored(self, page_size: int = 5000) -> set[str]:
+        """Every first-stage row id (raises :class:`StoreError` if the collection is damaged)."""
+        found: set[str] = set()
+        offset = 0
+        while True:
+            got = self.call(
+                lambda o=offset: self.vectors.get(limit=page_size, offset=o, include=[])  # type: ignore[misc, list-item]
+            )
+            found.update(got["ids"])
+            if len(got["ids"]) < page_size:
+                return found
+            offset += page_size
+
+    def probe_rows(self) -> None:
+        """Query the first-stage index once (raises :class:`StoreError` if it is damaged)."""
+        got = self.call(lambda: self.vectors.get(limit=1, include=["embeddings"]))  # type: ignore[list-item]
+        if got["ids"]:
+            self.call(lambda: self.vectors.query(query_embeddings=got["embeddings"], n_results=1))
+
+    def delete_rows_by_id(self, ids: Sequence[str]) -> None:
+        """Remove first-stage rows by their record ids."""
+        for part in _parts(list(ids), self.max_batch):
+            self.call(lambda p=part: self.vectors.delete(ids=p), write=True)
+
     def remove_orphan_blobs(self) -> int:
         """Delete stored vectors no document claims (left by a crash); returns how many."""
         blobs = self.orphan_blobs()
