@@ -198,9 +198,8 @@ def test_first_stage_narrows_compressed_candidates_by_the_sum_of_two_estimates(
 ) -> None:
     """In a compressed collection the scan proposes ``n_candidates`` documents; the best
     ``n_rerank`` by prototype + centroid-interaction score go on to exact scoring."""
-    from latewise.scoring.codes import centroid_interaction
-
     from latewise.scoring import best_ids
+    from latewise.scoring.codes import centroid_interaction
 
     idx = make(chroma_client, collection_name, compression=2, n_rerank=6, n_candidates=30)
     idx.add(TEXTS)
