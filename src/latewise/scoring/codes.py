@@ -63,14 +63,14 @@ def centroid_interaction(
         DimensionMismatchError: ``query`` is not ``[n, codec.dim]``.
     """
     _check_query(codec, query)
-    table = codec.centroids @ query.detach().float().t()  # [n_centroids, n_q]
+    table = query.detach().float() @ codec.centroids.t()  # [n_q, n_centroids]
 
     def similarities(a: int, b: int, r0: int, r1: int, scratch: Scratch) -> torch.Tensor:
         ids = codec.centroid_ids(fetch_codes(a, b, r0, r1))
-        sim = scratch.get("centroid_sim", (r1 - r0, table.shape[1]), torch.float32, table.device)
-        return torch.index_select(table, 0, ids, out=sim)
+        sim = scratch.get("centroid_sim", (table.shape[0], r1 - r0), torch.float32, table.device)
+        return torch.index_select(table, 1, ids, out=sim)
 
-    return scan_blocks(table.shape[1], counts, _CENTROID_BLOCK_ROWS, similarities)
+    return scan_blocks(table.shape[0], counts, _CENTROID_BLOCK_ROWS, similarities)
 
 
 def centroid_scores(

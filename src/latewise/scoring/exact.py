@@ -7,13 +7,15 @@ reranking, MMR, the public :func:`~latewise.scoring.maxsim`) goes through :func:
 and :func:`sum_best` here, so one (query, document) pair gets **bit-identical** scores whichever
 path scored it, with whatever other documents, on any number of threads. That holds because:
 
-* The similarities come from float32 GEMMs of **fixed-size tiles**: always exactly
-  :data:`TILE_ROWS` document rows (the last tile zero-padded), 64-byte aligned, times the same
-  ``[dim, n_q]`` query matrix. MKL's per-element result depends on the matrix shape (a
+* The similarities come from float32 GEMMs of **fixed-size tiles**: the same ``[n_q, dim]``
+  query matrix times always exactly :data:`TILE_ROWS` document rows (``query @ tile.T``; the
+  last tile zero-padded), 64-byte aligned. MKL's per-element result depends on the shape (a
   product of 1, 2 or 3 rows differs in the last bit from the same rows inside a larger one) and
   on the alignment of its operands, but not on where a row sits in a fixed-shape tile, what
   else the tile holds, or how many threads run it (measured on 1 and 2 threads).
-* A query is multiplied alone (never stacked with other queries: the GEMM width would change).
+* A query's columns are padded with zero columns to a multiple of :data:`QUERY_COLUMNS`; so
+  padded, its similarities are the same bits alone or stacked with other queries (measured),
+  and a batch of queries shares each tile's GEMM.
 * Per-document maxima are ``numpy.maximum.reduceat`` over the rows of each document: a maximum
   is exact whatever the order, and only a document's own rows take part (no padding is ever
   scored; the zero rows of a padded tile belong to no document).
@@ -46,6 +48,8 @@ from latewise.scoring._workers import SCRATCH, Scratch, run_tasks
 
 __all__ = [
     "BLOCK_VALUES",
+    "MAX_COLUMNS",
+    "QUERY_COLUMNS",
     "TILE_ROWS",
     "best_ids",
     "block_best",
@@ -56,6 +60,7 @@ __all__ = [
     "maxsim_flat",
     "maxsim_flat_matches",
     "maxsim_matches",
+    "query_columns",
     "query_matrix",
     "row_starts",
     "scan_blocks",
@@ -68,6 +73,12 @@ logger = logging.getLogger(__name__)
 
 #: Document rows per GEMM tile. Every tile has exactly this many rows (see the module docstring).
 TILE_ROWS = 256
+#: A query's columns in the GEMM are padded to a multiple of this (zero columns). A query's
+#: similarities are then the same bits alone or stacked with other queries (measured on 1 and 2
+#: threads, stacks of up to 2,240 columns, dims 7-320), so a batch shares each tile's GEMM.
+QUERY_COLUMNS = 16
+#: A batch of queries is stacked into GEMMs of at most about this many columns.
+MAX_COLUMNS = 1_024
 #: Floats of document rows per block (2 MiB of float32): a block stays in a core's L2/L3 cache,
 #: and blocks are few enough that dispatching them costs little.
 BLOCK_VALUES = 1 << 19
@@ -79,57 +90,71 @@ _CPU = torch.device("cpu")
 Fetch = Callable[[int, int, int, int], torch.Tensor]
 
 
-def query_matrix(query: torch.Tensor) -> torch.Tensor:
-    """The query as the kernel multiplies it: a fresh, aligned float32 ``[dim, n_q]`` CPU
-    tensor (``query.t()`` of a one-row query would be a view at any address)."""
-    q = query.detach()
-    qt = torch.empty(q.shape[1], q.shape[0], dtype=torch.float32)
-    qt.copy_(q.t())
-    return qt
+def query_columns(n_q: int) -> int:
+    """Columns a query of ``n_q`` vectors takes in the kernel's GEMM: ``n_q`` rounded up to a
+    multiple of :data:`QUERY_COLUMNS`."""
+    return -(-n_q // QUERY_COLUMNS) * QUERY_COLUMNS
+
+
+def query_matrix(queries: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Queries as the kernel multiplies them: a fresh, aligned float32 ``[columns, dim]`` CPU
+    tensor, query ``i`` in rows ``off_i .. off_i + n_i - 1`` where ``off_i`` is the sum of
+    :func:`query_columns` of the queries before it; the other rows are zero."""
+    width = sum(query_columns(q.shape[0]) for q in queries)
+    qm = torch.zeros(width, queries[0].shape[1], dtype=torch.float32)
+    off = 0
+    for q in queries:
+        qm[off : off + q.shape[0]].copy_(q.detach())
+        off += query_columns(q.shape[0])
+    return qm
 
 
 def tile_similarities(
-    qt: torch.Tensor, rows: torch.Tensor, scratch: Scratch, name: str = "sim"
+    qm: torch.Tensor, rows: torch.Tensor, scratch: Scratch, name: str = "sim"
 ) -> torch.Tensor:
-    """``rows @ qt``: float32 ``[len(rows), n_q]`` (a view of ``scratch``), computed one
-    fixed-size tile of :data:`TILE_ROWS` rows at a time.
+    """``qm @ rows.T``: float32 ``[columns, len(rows)]`` (a view of ``scratch``), computed one
+    fixed-size tile of :data:`TILE_ROWS` rows at a time (``qm`` from :func:`query_matrix`).
 
-    A full tile that is float32, contiguous and aligned is multiplied in place; anything else
+    Full tiles of float32, contiguous, aligned rows are multiplied in place; anything else
     (the last partial tile, other dtypes, unaligned views) is first copied into a zero-padded
     aligned tile. Either way the GEMM has the same shape and alignment (its output goes to an
-    aligned scratch buffer, ``TILE_ROWS * n_q`` floats further per tile), so every row's
-    similarities are the same bits wherever the row sits.
+    aligned scratch tile, then is copied out), so every row's similarities are the same bits
+    wherever the row sits.
     """
     n_rows, dim = rows.shape
-    n_q = qt.shape[1]
-    width = -(-n_rows // TILE_ROWS) * TILE_ROWS
-    sim = scratch.get(name, (width, n_q), torch.float32, _CPU)
-    tile: torch.Tensor | None = None
-    for t in range(0, n_rows, TILE_ROWS):
-        m = min(TILE_ROWS, n_rows - t)
-        src = rows[t : t + m]
-        if (
-            m == TILE_ROWS
-            and src.dtype == torch.float32
-            and src.is_contiguous()
-            and src.data_ptr() % _ALIGN == 0
-        ):
-            torch.mm(src, qt, out=sim[t : t + TILE_ROWS])
-        else:
-            if tile is None:
-                tile = scratch.get("tile", (TILE_ROWS, dim), torch.float32, _CPU)
-            tile[:m].copy_(src)
+    width = qm.shape[0]
+    sim = scratch.get(name, (width, n_rows), torch.float32, _CPU)
+    product = scratch.get("product", (width, TILE_ROWS), torch.float32, _CPU)
+    done = 0
+    if (
+        n_rows >= TILE_ROWS
+        and rows.dtype == torch.float32
+        and rows.is_contiguous()
+        and rows.data_ptr() % _ALIGN == 0
+    ):
+        # Every full tile of aligned rows is aligned too (a tile is TILE_ROWS * dim * 4 bytes,
+        # a multiple of 64): multiply them in place.
+        done = n_rows // TILE_ROWS * TILE_ROWS
+        for t, src in zip(range(0, done, TILE_ROWS), rows[:done].split(TILE_ROWS), strict=True):
+            torch.mm(qm, src.t(), out=product)
+            sim[:, t : t + TILE_ROWS].copy_(product)
+    if done < n_rows:
+        tile = scratch.get("tile", (TILE_ROWS, dim), torch.float32, _CPU)
+        for t in range(done, n_rows, TILE_ROWS):
+            m = min(TILE_ROWS, n_rows - t)
+            tile[:m].copy_(rows[t : t + m])
             if m < TILE_ROWS:
                 tile[m:].zero_()
-            torch.mm(tile, qt, out=sim[t : t + TILE_ROWS])
-    return sim[:n_rows]
+            torch.mm(qm, tile.t(), out=product)
+            sim[:, t : t + m].copy_(product[:, :m])
+    return sim
 
 
-def block_best(sim: torch.Tensor, starts: np.ndarray, out: np.ndarray) -> None:
-    """``out[i, k] = max`` of column ``i`` of ``sim`` (``[rows, n_q]``) over document ``k``'s
-    rows (``starts[k]`` up to the next start, or the end): exact, whatever the order
-    (``numpy.maximum.reduceat``). ``out`` is ``[n_q, n_docs]`` (a view is fine)."""
-    np.maximum.reduceat(sim.numpy(), starts, axis=0, out=out.T)
+def block_best(sim: torch.Tensor, starts: np.ndarray) -> np.ndarray:
+    """``out[j, k]``: the maximum of row ``j`` of ``sim`` (``[columns, rows]``) over document
+    ``k``'s columns (``starts[k]`` up to the next start, or the end), as ``[columns, n_docs]``:
+    exact, whatever the order (``numpy.maximum.reduceat`` along contiguous rows)."""
+    return np.maximum.reduceat(sim.numpy(), starts, axis=1)
 
 
 def sum_best(best: np.ndarray) -> torch.Tensor:
@@ -177,9 +202,9 @@ def scan_blocks(
         n_q: query vectors.
         counts: each document's number of rows (all ``>= 1``).
         rows: about this many rows per block (whole documents).
-        similarities: ``similarities(a, b, r0, r1, scratch)``: float32 ``[r1 - r0, n_q]``
-            similarities of the rows of documents ``a..b-1`` to the query, contiguous (may
-            live in ``scratch``, the running thread's buffers).
+        similarities: ``similarities(a, b, r0, r1, scratch)``: float32 ``[>= n_q, r1 - r0]``
+            contiguous similarities of the query vectors (its first ``n_q`` rows) to the rows
+            of documents ``a..b-1`` (may live in ``scratch``, the running thread's buffers).
 
     Returns:
         float32 ``[len(counts)]``.
@@ -194,7 +219,7 @@ def scan_blocks(
         a, b = block
         r0, r1 = starts[a], starts[b]
         sim = similarities(a, b, r0, r1, SCRATCH.here())
-        block_best(sim, first[a:b] - r0, best[:, a:b])
+        best[:, a:b] = block_best(sim, first[a:b] - r0)[:n_q]
 
     run_tasks(document_blocks(starts, rows), run, _CPU)
     return sum_best(best)
@@ -257,18 +282,19 @@ def maxsim_blocks(
         float32 ``[len(counts)]`` scores.
     """
     _check_query(query)
-    qt = query_matrix(query)
+    n_q = query.shape[0]
+    qt = query_matrix([query])
 
     def similarities(a: int, b: int, r0: int, r1: int, scratch: Scratch) -> torch.Tensor:
         rows = fetch(a, b, r0, r1)
-        if rows.dim() != 2 or rows.shape != (r1 - r0, qt.shape[0]):
+        if rows.dim() != 2 or rows.shape != (r1 - r0, qt.shape[1]):
             raise DimensionMismatchError(
                 f"fetch({a}, {b}, {r0}, {r1}) returned shape {tuple(rows.shape)}; expected "
-                f"{(r1 - r0, qt.shape[0])}"
+                f"{(r1 - r0, qt.shape[1])}"
             )
         return tile_similarities(qt, rows.to(_CPU), scratch)
 
-    return scan_blocks(qt.shape[1], counts, block_rows(qt.shape[0], block_values), similarities)
+    return scan_blocks(n_q, counts, block_rows(qt.shape[1], block_values), similarities)
 
 
 def maxsim_flat(query: torch.Tensor, vectors: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -303,8 +329,8 @@ def maxsim_flat_matches(
         similarity to query vector ``i`` (ties: the first such row).
     """
     counts = _check_flat(query, vectors, offsets)
-    qt = query_matrix(query)
-    n_q = qt.shape[1]
+    n_q = query.shape[0]
+    qt = query_matrix([query])
     matches = np.zeros((len(counts), n_q), dtype=np.int64)
     starts = row_starts(counts)
 
@@ -313,10 +339,10 @@ def maxsim_flat_matches(
         values = sim.numpy()
         for k in range(a, b):
             s, e = starts[k] - r0, starts[k + 1] - r0
-            matches[k] = values[s:e].argmax(axis=0)
+            matches[k] = values[:n_q, s:e].argmax(axis=1)
         return sim
 
-    scores = scan_blocks(n_q, counts, block_rows(qt.shape[0]), similarities)
+    scores = scan_blocks(n_q, counts, block_rows(qt.shape[1]), similarities)
     return scores, torch.from_numpy(matches)
 
 

@@ -23,10 +23,12 @@ import torch
 from latewise.errors import DimensionMismatchError, InvalidInputError, InvalidInputTypeError
 from latewise.scoring._workers import SCRATCH, Scratch, run_tasks
 from latewise.scoring.exact import (
+    MAX_COLUMNS,
     block_best,
     block_rows,
     check_k,
     document_blocks,
+    query_columns,
     query_matrix,
     row_starts,
     sum_best,
@@ -45,6 +47,9 @@ __all__ = ["MaxSimScorer", "maxsim"]
 
 _CPU = torch.device("cpu")
 _COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
+#: A block's similarities take at most about this many floats (2 MiB), so that the per-document
+#: maxima read them from the cache: a batch of queries gets proportionally fewer rows per block.
+_SIM_VALUES = 1 << 19
 
 
 def _compute_dtype(dtype: torch.dtype | None, stored: torch.dtype) -> torch.dtype:
@@ -73,7 +78,7 @@ class MaxSimScorer:
             float32 otherwise.
         chunk_tokens: document rows per block (a block's similarities take ``chunk_tokens x
             query rows`` floats; a longer document is a block of its own). Default: 2 MiB of
-            rows (4,096 at dim 128).
+            rows (4,096 at dim 128), fewer for batches of queries (similarities of at most 2 MiB).
 
     Example:
         >>> corpus = PackedVectors.from_list([torch.randn(30, 16) for _ in range(100)])
@@ -191,31 +196,37 @@ class MaxSimScorer:
         first = np.asarray(bounds[:-1], dtype=np.int64)
         source = self._source()
         exact = self.dtype == torch.float32
-        if exact:
-            qts = [query_matrix(t) for t in q.to_list()]
-        else:
-            qts = [t.detach().to(_CPU, torch.bfloat16).t().contiguous() for t in q.to_list()]
-        best = [np.empty((qt.shape[1], n_cols), dtype=np.float32) for qt in qts]
-        whole = idx is None
+        items = [t.to(_CPU) for t in q.to_list()]
+        groups = _stacks(items)
+        qts = [query_matrix(items[g0:g1]) for g0, g1 in groups]
+        if not exact:
+            qts = [qt.to(torch.bfloat16) for qt in qts]
+        best = [np.empty((t.shape[0], n_cols), dtype=np.float32) for t in items]
 
         def run(block: tuple[int, int]) -> None:
             a, b = block
             r0, r1 = bounds[a], bounds[b]
             scratch = SCRATCH.here()
-            if whole:
+            if idx is None:
                 rows = source[r0:r1]
             else:
                 rows = scratch.get("gather", (r1 - r0, docs.dim), source.dtype, _CPU)
                 torch.index_select(source, 0, run_rows(starts[a:b], lengths[a:b]), out=rows)
             local = first[a:b] - r0
-            for qt, into in zip(qts, best, strict=True):
+            for (g0, g1), qt in zip(groups, qts, strict=True):
                 if exact:
                     sim = tile_similarities(qt, rows, scratch)
                 else:
                     sim = _bf16_similarities(qt, rows, scratch)
-                block_best(sim, local, into[:, a:b])
+                maxima = block_best(sim, local)
+                off = 0
+                for i in range(g0, g1):
+                    n_q = items[i].shape[0]
+                    best[i][:, a:b] = maxima[off : off + n_q]
+                    off += query_columns(n_q)
 
-        rows = self.chunk_tokens or block_rows(docs.dim)
+        widest = max(int(qm.shape[0]) for qm in qts)
+        rows = self.chunk_tokens or min(block_rows(docs.dim), block_rows(widest, _SIM_VALUES))
         run_tasks(document_blocks(bounds, rows), run, _CPU)
         for i, into in enumerate(best):
             out[i] = sum_best(into)
@@ -260,12 +271,27 @@ class MaxSimScorer:
         return values, torch.gather(candidates, 1, pos)
 
 
-def _bf16_similarities(qt: torch.Tensor, rows: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """``rows @ qt`` in bfloat16, as float32 ``[len(rows), n_q]`` (approximate)."""
-    n_q = qt.shape[1]
-    product = scratch.get("product16", (rows.shape[0], n_q), torch.bfloat16, _CPU)
-    torch.mm(rows, qt, out=product)
-    sim = scratch.get("sim", (rows.shape[0], n_q), torch.float32, _CPU)
+def _stacks(queries: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """Ranges of consecutive queries whose padded columns add up to at most
+    :data:`MAX_COLUMNS` (a longer query alone)."""
+    groups: list[tuple[int, int]] = []
+    start, width = 0, 0
+    for i, t in enumerate(queries):
+        cols = query_columns(t.shape[0])
+        if i > start and width + cols > MAX_COLUMNS:
+            groups.append((start, i))
+            start, width = i, 0
+        width += cols
+    groups.append((start, len(queries)))
+    return groups
+
+
+def _bf16_similarities(qm: torch.Tensor, rows: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """``qm @ rows.T`` in bfloat16, as float32 ``[columns, len(rows)]`` (approximate)."""
+    width = qm.shape[0]
+    product = scratch.get("product16", (width, rows.shape[0]), torch.bfloat16, _CPU)
+    torch.mm(qm, rows.t(), out=product)
+    sim = scratch.get("sim", (width, rows.shape[0]), torch.float32, _CPU)
     sim.copy_(product)  # float32 reductions are vectorised; bf16 ones are ~40x slower
     return sim
 
