@@ -336,9 +336,9 @@ class LateInteractionRetriever(BaseRetriever):
             raise InvalidInputTypeError(
                 f"documents must be a list of LlamaIndex documents, got {type(documents).__name__}"
             )
-        transformations = self.transformations
         if self.index.encoder.modality == "text":
             _check_readable_as_text(documents, self.index.encoder)
+        transformations = self.transformations
         if self.index.encoder.modality == "image" and not transformations:
             return [_image_node_from_document(d, i) for i, d in enumerate(documents)]
         return list(
