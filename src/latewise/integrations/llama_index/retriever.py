@@ -63,7 +63,8 @@ class LateInteractionRetriever(BaseRetriever):
     were inserted (id, text, metadata, relationships, excluded metadata keys, templates), with
     the MaxSim score. The index lives in Chroma, so the retriever can be reopened by another
     process (:meth:`persist` / :meth:`from_persist_dir`) and kept in step with the documents
-    (:meth:`insert`, :meth:`insert_nodes`, :meth:`delete_ref_doc`, :meth:`delete_nodes`).
+    (:meth:`insert`, :meth:`insert_nodes`, :meth:`refresh_ref_docs`, :meth:`delete_ref_doc`,
+    :meth:`delete_nodes`). Nodes are stored in LlamaIndex's own vector-store layout.
 
     Setup:
         ``pip install 'latewise[llama-index]'`` (add ``[colpali]`` for page images).
@@ -109,6 +110,11 @@ class LateInteractionRetriever(BaseRetriever):
 
             retriever.insert(Document(text="...", metadata={"year": 2025}))
             retriever.delete_ref_doc(document.doc_id)
+            # a folder that changes: new files inserted, changed ones replaced, gone ones deleted
+            documents = SimpleDirectoryReader("docs/", filename_as_id=True).load_data()
+            retriever.refresh_ref_docs(documents)  # [True, False, ...]: which were refreshed
+            for gone in set(retriever.ref_doc_ids()) - {d.doc_id for d in documents}:
+                retriever.delete_ref_doc(gone)
             retriever.persist("./storage")
             retriever = LateInteractionRetriever.from_persist_dir("./storage")
 
@@ -120,8 +126,8 @@ class LateInteractionRetriever(BaseRetriever):
             engine = RetrieverQueryEngine.from_args(retriever, node_postprocessors=[...])
 
     Async:
-        ``await retriever.aretrieve(...)``, ``ainsert``, ``ainsert_nodes``, ``adelete_ref_doc``,
-        ``adelete_nodes``.
+        ``await retriever.aretrieve(...)``, ``ainsert``, ``ainsert_nodes``,
+        ``arefresh_ref_docs``, ``adelete_ref_doc``, ``adelete_nodes``.
 
     Args:
         index: the :class:`~latewise.LateInteractionIndex` to search.
