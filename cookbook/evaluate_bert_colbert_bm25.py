@@ -42,6 +42,7 @@ import json
 import math
 import random
 import re
+import sys
 import sysconfig
 import time
 from collections import Counter, defaultdict
@@ -183,6 +184,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from latewise import BertEncoder, load_encoder
 
+    encoder = load_encoder(args.colbert_model)
+    if encoder.modality != "text":  # a ColPali-family checkpoint reads page images
+        print(
+            f"error: --colbert-model {args.colbert_model} loads {type(encoder).__name__}, "
+            "which reads page images, not text; this recipe ranks docstrings and needs a "
+            "ColBERT-style text model (minilm, answerdotai/answerai-colbert-small-v1...)",
+            file=sys.stderr,
+        )
+        return 2
+
     queries, documents, relevant = stdlib_known_items(
         args.max_docs, max_chars=args.max_chars, seed=args.seed
     )
@@ -194,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             BertEncoder(args.bert_model), queries, documents, depth, path=args.path, name="bert"
         ),
         "ColBERT": lambda: latewise_rankings(
-            load_encoder(args.colbert_model),
+            encoder,
             queries,
             documents,
             depth,

@@ -32,6 +32,7 @@ Needs ``pip install 'latewise[langchain]'``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     from latewise import LateInteractionIndex, load_encoder
     from latewise.integrations.langchain import LateInteractionRetriever
 
+    encoder = load_encoder(args.model)
+    if encoder.modality != "text":  # a ColPali-family checkpoint reads page images
+        print(
+            f"error: --model {args.model} loads {type(encoder).__name__}, which reads page "
+            "images, not text; this recipe answers from text files and needs a text model (minilm, "
+            "answerdotai/answerai-colbert-small-v1...). For PDF pages run "
+            "python cookbook/llamaindex_colpali_pdf.py",
+            file=sys.stderr,
+        )
+        return 2
     index = LateInteractionIndex(
-        load_encoder(args.model),
+        encoder,
         path=args.path,
         ephemeral=args.path is None,
         collection=args.collection,

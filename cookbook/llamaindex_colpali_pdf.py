@@ -29,6 +29,7 @@ Needs ``pip install 'latewise[llama-index,colpali]'`` and poppler (``apt install
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     from latewise import load_encoder
     from latewise.integrations.llama_index import LateInteractionRetriever, PDFPageReader
 
+    encoder = load_encoder(args.model, device=args.device)
+    if encoder.modality != "image":
+        print(
+            f"error: --model {args.model} loads {type(encoder).__name__}, which reads text, not "
+            "page images; this recipe retrieves PDF pages as images and needs a ColPali-family "
+            "checkpoint (vidore/colpali-v1.3, vidore/colqwen2.5-v0.2 or a local folder). "
+            "Offline, for text files, run: "
+            "python cookbook/llamaindex_query_engine.py --model minilm",
+            file=sys.stderr,
+        )
+        return 2
+
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.path or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         pages = PDFPageReader(image_dir=workdir / "pages", dpi=args.dpi).load_data(pdfs)
         retriever = LateInteractionRetriever.from_defaults(
             documents=pages,
-            encoder=load_encoder(args.model, device=args.device),
+            encoder=encoder,
             path=args.path,
             ephemeral=args.path is None,
             collection=args.collection,

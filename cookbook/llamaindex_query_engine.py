@@ -25,6 +25,7 @@ Needs ``pip install 'latewise[llama-index]'``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     from latewise.integrations.llama_index import PERSIST_FILENAME, LateInteractionRetriever
 
     encoder = load_encoder(args.model)
+    if encoder.modality != "text":  # a ColPali-family checkpoint reads page images
+        print(
+            f"error: --model {args.model} loads {type(encoder).__name__}, which reads page "
+            "images, not text; this recipe indexes text files and needs a text model (minilm, "
+            "answerdotai/answerai-colbert-small-v1...). For PDF pages run "
+            "python cookbook/llamaindex_colpali_pdf.py",
+            file=sys.stderr,
+        )
+        return 2
     if args.path is not None and (args.path / PERSIST_FILENAME).exists():
         # Indexed by an earlier run: reopen it, nothing is encoded again.
         retriever = LateInteractionRetriever.from_persist_dir(

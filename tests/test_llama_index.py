@@ -43,7 +43,7 @@ from llama_index.core.vector_stores import (
     MetadataFilters,
 )
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
-from llama_index.core.vector_stores.utils import build_metadata_filter_fn
+from llama_index.core.vector_stores.utils import build_metadata_filter_fn, metadata_dict_to_node
 
 from latewise import (
     FileIngestError,
@@ -294,7 +294,7 @@ def test_bad_arguments(tmp_path: Path, retriever: LateInteractionRetriever) -> N
         )
     with pytest.raises(InvalidInputError, match="index= was given"):
         LateInteractionRetriever.from_defaults(index=retriever.index, encoder=HashEncoder())
-    bad = TextNode(id_="x", text="clash", metadata={"_node": 1})
+    bad = TextNode(id_="x", text="clash", metadata={"_node_content": 1})
     with pytest.raises(InvalidInputError, match="reserves"):
         retriever.insert_nodes([bad])
 
@@ -624,6 +624,110 @@ async def test_async_insert_and_delete(writable: LateInteractionRetriever) -> No
     assert await writable.adelete_ref_doc("async-doc") == 3
     assert await writable.adelete_nodes(["n0"]) == 1
     assert len(writable.index) == len(ANIMALS) - 1
+
+
+def test_nodes_are_stored_in_llama_index_layout(writable: LateInteractionRetriever) -> None:
+    """Stored metadata is what LlamaIndex's own vector stores write: the core rebuilds it."""
+    original = animal_nodes()[2]
+    stored = writable.index.get(["n2"])[0].metadata
+    assert metadata_dict_to_node(stored) == original
+    assert stored["ref_doc_id"] == stored["document_id"] == "animals-doc"
+    assert stored["_node_type"] == "TextNode"
+    assert stored["kind"] == "bird"  # user metadata stays at top level for filters
+
+
+def _legacy_metadata(node: TextNode, *, drop_text: bool) -> dict[str, Any]:
+    """The metadata latewise wrote for a node before it used LlamaIndex's layout."""
+    data = node.model_dump(mode="json")
+    data.pop("metadata")
+    data["embedding"] = None
+    if drop_text:
+        del data["text"]  # the old layout left the text out when it was the encoded text
+    meta: dict[str, Any] = {**node.metadata, "_node": data, "_node_type": node.class_name()}
+    if node.ref_doc_id is not None:
+        meta["_ref_doc_id"] = node.ref_doc_id
+    return meta
+
+
+def test_collections_in_the_old_node_layout_still_read(tmp_path: Path) -> None:
+    nodes = animal_nodes()[:3]
+    index = LateInteractionIndex(HashEncoder(), path=tmp_path / "db", collection="old-layout")
+    # Written as latewise 0.x did: text nodes whose text is what was encoded, and one whose
+    # encoded text (with metadata) differs, so the old layout kept its text inside "_node".
+    with_meta = nodes[2].get_content(metadata_mode=MetadataMode.ALL)
+    index.add(
+        [nodes[0].text, nodes[1].text, with_meta],
+        ids=[n.node_id for n in nodes],
+        metadatas=[
+            _legacy_metadata(nodes[0], drop_text=True),
+            _legacy_metadata(nodes[1], drop_text=True),
+            _legacy_metadata(nodes[2], drop_text=False),
+        ],
+    )
+    r = LateInteractionRetriever(index=index, similarity_top_k=3)
+    got = {n.node.node_id: n.node for n in r.retrieve("cat mat dogs parrot")}
+    assert got == {n.node_id: n for n in nodes}
+    assert r.ref_doc_ids() == ["animals-doc"]
+    # New nodes are written in LlamaIndex's layout next to the old ones; both delete by source.
+    fresh = TextNode(
+        id_="n9",
+        text="a new cat",
+        relationships={NodeRelationship.SOURCE: nodes[0].relationships[NodeRelationship.SOURCE]},
+    )
+    r.insert_nodes([fresh])
+    assert "_node_content" in index.get(["n9"])[0].metadata
+    assert r.delete_ref_doc("animals-doc") == 4
+    assert len(index) == 0
+
+
+def test_refresh_ref_docs_inserts_new_and_updates_changed(
+    tmp_path: Path, tiny_colbert: Any
+) -> None:
+    r = LateInteractionRetriever.from_defaults(
+        encoder=tiny_colbert,
+        path=tmp_path / "db",
+        node_parser=LateInteractionNodeParser(tiny_colbert, chunk_size=12, chunk_overlap=3),
+        similarity_top_k=100,
+    )
+    a = Document(text=LONG_A, id_="a.txt")
+    b = Document(text=LONG_B, id_="b.txt")
+    assert r.refresh_ref_docs([a, b]) == [True, True]
+    count = len(r.index)
+    assert r.ref_doc_ids() == ["a.txt", "b.txt"]
+    # Nothing changed: nothing re-encoded, nothing duplicated.
+    assert r.refresh_ref_docs([a, b]) == [False, False]
+    assert len(r.index) == count
+    # b.txt shrinks to one sentence: its old chunks are gone, a.txt is untouched.
+    b_nodes_before = [n for n in r.retrieve("paris") if n.node.ref_doc_id == "b.txt"]
+    assert len(b_nodes_before) > 1
+    short_b = Document(text="Zebras live on the savanna.", id_="b.txt")
+    c = Document(text="Owls hunt at night.", id_="c.txt")
+    assert r.refresh_ref_docs([a, short_b, c]) == [False, True, True]
+    b_nodes = [n.node for n in r.retrieve("zebras") if n.node.ref_doc_id == "b.txt"]
+    assert b_nodes
+    assert all(n.text in short_b.text for n in b_nodes)  # only chunks of the new version
+    n_c = len(r.index.ids(where={"ref_doc_id": "c.txt"}))
+    assert n_c > 0
+    assert len(r.index) == count - len(b_nodes_before) + len(b_nodes) + n_c
+    assert r.ref_doc_ids() == ["a.txt", "b.txt", "c.txt"]
+    # A file deleted from the source: what ref_doc_ids and delete_ref_doc are for.
+    for gone in set(r.ref_doc_ids()) - {"a.txt", "c.txt"}:
+        r.delete_ref_doc(gone)
+    assert r.ref_doc_ids() == ["a.txt", "c.txt"]
+    with pytest.raises(TypeError, match="LlamaIndex Documents"):
+        r.refresh_ref_docs([TextNode(text="x")])
+    assert asyncio.run(r.arefresh_ref_docs([a, c])) == [False, False]
+
+
+def test_text_encoder_refuses_image_documents(tmp_path: Path) -> None:
+    r = LateInteractionRetriever.from_defaults(encoder=HashEncoder(), ephemeral=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "white").save(tmp_path / "page-1.png")
+    page = ImageDocument(image_path=str(tmp_path / "page-1.png"), metadata={"page": 1})
+    with pytest.raises(TypeError, match=r"reads text.*ColPali"):
+        r.insert_documents([Document(text="fine"), page])
+    assert len(r.index) == 0
 
 
 # -- persistence -------------------------------------------------------------------------------

@@ -480,6 +480,9 @@ class LateInteractionVectorStore(VectorStore):
             if encoder is not None:
                 raise InvalidInputError("pass the encoder once: as embedding or as encoder=")
             encoder = embedding
+        if all(kwargs.get(k) is None for k in ("index", "path", "client")):
+            # As langchain-chroma's Chroma.from_texts: no folder or client, kept in memory.
+            kwargs["ephemeral"] = True
         return cls(encoder=encoder, **kwargs)
 
     @classmethod
@@ -501,7 +504,10 @@ class LateInteractionVectorStore(VectorStore):
             metadatas: one metadata dict per text.
             ids: one id per text.
             **kwargs: the constructor's arguments (``encoder``, ``index``, ``path``,
-                ``client``, ``collection``, ...).
+                ``client``, ``collection``, ...). Without ``index``, ``path`` or ``client`` the
+                collection is kept in memory (``ephemeral=True``), as in langchain-chroma's
+                ``Chroma.from_texts``; in-memory collections of one process share one
+                database, so give each its own ``collection``.
         """
         store = cls._build(embedding, kwargs)
         store.add_texts(texts, metadatas, ids=ids)
@@ -516,7 +522,8 @@ class LateInteractionVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> Self:
-        """Build a store and add ``documents`` to it (see :meth:`from_texts`)."""
+        """Build a store and add ``documents`` to it (in memory unless ``index``, ``path`` or
+        ``client`` is given; see :meth:`from_texts`)."""
         store = cls._build(embedding, kwargs)
         store.add_documents(documents, ids=ids)
         return store

@@ -2,18 +2,19 @@
 
 A node is stored as one index document: its id is the node id; the item encoded is the node's
 content as the encoder sees it (``node.get_content(metadata_mode)`` for text encoders, the node's
-image for ColPali); its metadata is the node's own metadata at top level (so it can be filtered)
-plus three keys of this adapter:
-
-- ``_node``: the rest of the node as JSON (relationships, excluded keys, templates, char offsets,
-  image path...), without its metadata, embedding, and text when the text is what was encoded;
-- ``_node_type``: the node class (``TextNode``, ``ImageNode``, ``Document``...);
-- ``_ref_doc_id``: the id of the source document (when the node has one), for filters and
-  :meth:`LateInteractionRetriever.delete_ref_doc`.
+image for ColPali); its metadata is what LlamaIndex's own vector stores write,
+:func:`llama_index.core.vector_stores.utils.node_to_metadata_dict`: the node's metadata at top
+level (so it can be filtered), ``_node_content`` (the whole node as JSON, without its embedding),
+``_node_type``, and the source document's id as ``document_id`` / ``doc_id`` / ``ref_doc_id``
+(for filters and :meth:`LateInteractionRetriever.delete_ref_doc`). Nodes are rebuilt with
+:func:`~llama_index.core.vector_stores.utils.metadata_dict_to_node`.
 
 Inline image bytes (``ImageNode.image``, ``MediaResource.data``) are written once to the index's
-``image_dir`` (named by their SHA-256) rather than into Chroma, and read back on retrieval, so
-nodes round-trip exactly.
+``image_dir`` (named by their SHA-256, the path kept under ``_image_file``) rather than into
+Chroma, and read back on retrieval, so nodes round-trip exactly.
+
+Collections written by latewise 0.x before this layout (``_node`` holding the node as a dict,
+``_node_type``, ``_ref_doc_id``) are still read.
 """
 
 from __future__ import annotations
@@ -39,20 +40,28 @@ from llama_index.core.schema import (
     Node,
     TextNode,
 )
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from latewise.errors import InvalidInputError, InvalidInputTypeError
-from latewise.types import Hit, PageRef
+from latewise.types import Hit, PageRef, Record
 
 if TYPE_CHECKING:
     from latewise.index import LateInteractionIndex
 
 logger = logging.getLogger(__name__)
 
-NODE_KEY = "_node"
+CONTENT_KEY = "_node_content"
 TYPE_KEY = "_node_type"
-REF_DOC_KEY = "_ref_doc_id"
-_IMAGE_FILE = "_image_file"  # inside NODE_KEY: where inline image bytes were written
-RESERVED_KEYS = frozenset({NODE_KEY, TYPE_KEY, REF_DOC_KEY})
+IMAGE_FILE_KEY = "_image_file"  # where inline image bytes were written
+#: The keys LlamaIndex writes with the source document's id; filter or delete on any of them.
+REF_DOC_KEYS = ("document_id", "doc_id", "ref_doc_id")
+REF_DOC_KEY = "ref_doc_id"
+# The layout of latewise before it used LlamaIndex's own (read, never written).
+LEGACY_NODE_KEY = "_node"
+LEGACY_REF_DOC_KEY = "_ref_doc_id"
+RESERVED_KEYS = frozenset(
+    {CONTENT_KEY, TYPE_KEY, IMAGE_FILE_KEY, LEGACY_NODE_KEY, LEGACY_REF_DOC_KEY}
+)
 
 _NODE_CLASSES: dict[str, type[BaseNode]] = {
     cls.class_name(): cls for cls in (TextNode, ImageNode, IndexNode, Node, Document, ImageDocument)
@@ -67,6 +76,20 @@ _EXTENSIONS = {
 }
 
 
+def ref_doc_where(ref_doc_id: str) -> dict[str, Any]:
+    """The ``where`` filter of the nodes of source document ``ref_doc_id`` (both layouts)."""
+    return {"$or": [{REF_DOC_KEY: ref_doc_id}, {LEGACY_REF_DOC_KEY: ref_doc_id}]}
+
+
+def stored_ref_doc_id(metadata: Mapping[str, Any]) -> str | None:
+    """The source document id recorded in a stored node's metadata (either layout)."""
+    for key in (REF_DOC_KEY, LEGACY_REF_DOC_KEY):
+        value = metadata.get(key)
+        if isinstance(value, str) and value and not (key == REF_DOC_KEY and value == "None"):
+            return value
+    return None
+
+
 def nodes_to_documents(
     nodes: Sequence[BaseNode],
     index: LateInteractionIndex,
@@ -77,7 +100,7 @@ def nodes_to_documents(
     Raises:
         InvalidInputTypeError: an entry is not a LlamaIndex node, or a node has no image for
             an image encoder (the message names its position and id).
-        InvalidInputError: a node's metadata uses one of the adapter's reserved keys, or an
+        InvalidInputError: a node's metadata uses one of the keys the layout reserves, or an
             image node points to a remote URL.
     """
     if isinstance(nodes, BaseNode) or not isinstance(nodes, Sequence):
@@ -94,57 +117,85 @@ def nodes_to_documents(
                 f"nodes must be LlamaIndex nodes; got {type(node).__name__} at position {pos}",
                 [pos],
             )
-        clash = sorted(RESERVED_KEYS.intersection(node.metadata))
-        if clash:
-            raise InvalidInputError(
-                f"node {node.node_id!r} at position {pos} has metadata keys {clash}, which "
-                "latewise reserves for the node's own data; rename them",
-                [pos],
-            )
-        data = node.model_dump(mode="json")
-        data.pop("metadata", None)
-        data["embedding"] = None
+        _check_keys(node, pos)
+        stored = node
+        image_file: str | None = None
         item: Any
         if image:
-            item = _image_item(node, data, pos, index)
+            item, image_file = _image_item(node, pos, index)
+            if image_file is not None:
+                stored = _without_inline_image(node)
         else:
             item = node.get_content(metadata_mode=metadata_mode)
-            if isinstance(node, TextNode) and data.get("text") == item:
-                del data["text"]  # the index keeps it as the document text
-        meta: dict[str, Any] = {**node.metadata, NODE_KEY: data, TYPE_KEY: node.class_name()}
-        if node.ref_doc_id is not None:
-            meta[REF_DOC_KEY] = node.ref_doc_id
+        meta = node_to_metadata_dict(stored)
+        if image_file is not None:
+            meta[IMAGE_FILE_KEY] = image_file
         items.append(item)
         ids.append(node.node_id)
         metadatas.append(meta)
     return items, ids, metadatas
 
 
-def hit_to_node(hit: Hit) -> BaseNode:
+def _check_keys(node: BaseNode, pos: int) -> None:
+    """Refuse metadata keys the layout writes itself (they would be overwritten)."""
+    ref = node.ref_doc_id or "None"
+    clash = sorted(RESERVED_KEYS.intersection(node.metadata)) + sorted(
+        k for k in REF_DOC_KEYS if k in node.metadata and node.metadata[k] != ref
+    )
+    if clash:
+        raise InvalidInputError(
+            f"node {node.node_id!r} at position {pos} has metadata keys {clash}, which the "
+            "LlamaIndex node layout reserves for the node's own data; rename them",
+            [pos],
+        )
+
+
+def hit_to_node(hit: Hit | Record) -> BaseNode:
     """Rebuild the LlamaIndex node stored as ``hit``.
 
     Documents written through the adapter come back exactly as inserted. Others (written with
     :meth:`~latewise.LateInteractionIndex.add` or ``add_files``) come back as a ``TextNode``, or
     an ``ImageNode`` with ``image_path`` and the page's file path, number and size in metadata.
     """
+    meta = hit.metadata
+    if isinstance(meta.get(CONTENT_KEY), str):
+        node = _node_of_type(meta)
+        image_file = meta.get(IMAGE_FILE_KEY)
+        if image_file is not None:
+            _restore_image(node, str(image_file))
+        return node
+    if isinstance(meta.get(LEGACY_NODE_KEY), Mapping):
+        return _legacy_node(hit)
+    return _plain_node(hit, dict(meta))
+
+
+def _node_of_type(meta: Mapping[str, Any]) -> BaseNode:
+    """``metadata_dict_to_node``, keeping the classes it folds into ``TextNode``
+    (``Document``, ``ImageDocument``)."""
+    cls = _NODE_CLASSES.get(str(meta.get(TYPE_KEY)))
+    if cls in (Document, ImageDocument):
+        return cls.from_json(str(meta[CONTENT_KEY]))
+    return metadata_dict_to_node(dict(meta))
+
+
+def _legacy_node(hit: Hit | Record) -> BaseNode:
+    """A node stored in latewise's first layout: ``_node`` (the node as a dict, its text left
+    out when it was the encoded text), ``_node_type``, ``_ref_doc_id``, metadata at top level."""
     meta = dict(hit.metadata)
-    data = meta.pop(NODE_KEY, None)
+    fields = dict(meta.pop(LEGACY_NODE_KEY))
     node_type = meta.pop(TYPE_KEY, None)
-    meta.pop(REF_DOC_KEY, None)
-    if not isinstance(data, Mapping):
-        return _plain_node(hit, meta)
-    fields = dict(data)
+    meta.pop(LEGACY_REF_DOC_KEY, None)
     fields["metadata"] = meta
     if "text" not in fields and hit.text is not None:
         fields["text"] = hit.text
-    image_file = fields.pop(_IMAGE_FILE, None)
+    image_file = fields.pop(IMAGE_FILE_KEY, None)
+    node = _NODE_CLASSES.get(str(node_type), TextNode).from_dict(fields)
     if image_file is not None:
-        _restore_image(fields, str(image_file), node_type)
-    cls = _NODE_CLASSES.get(str(node_type), TextNode)
-    return cls.from_dict(fields)
+        _restore_image(node, str(image_file))
+    return node
 
 
-def _plain_node(hit: Hit, meta: dict[str, Any]) -> BaseNode:
+def _plain_node(hit: Hit | Record, meta: dict[str, Any]) -> BaseNode:
     page = hit.page
     if page is None:
         return TextNode(id_=hit.id, text=hit.text or "", metadata=meta)
@@ -223,28 +274,37 @@ def load_image(source: str | bytes) -> Any:
 
 
 def _image_item(
-    node: BaseNode, data: dict[str, Any], position: int, index: LateInteractionIndex
-) -> Any:
+    node: BaseNode, position: int, index: LateInteractionIndex
+) -> tuple[Any, str | None]:
+    """What the image encoder reads for ``node``, and the file its inline bytes went to."""
     source = image_source(node, position)
     if isinstance(source, bytes):
         stored = _write_image_bytes(source, Path(index.image_dir))
-        data[_IMAGE_FILE] = stored
-        if isinstance(node, ImageNode):
-            data["image"] = None
-        return stored
+        return stored, stored
     meta = node.metadata
     page, file_path = meta.get("page"), meta.get("file_path")
     if isinstance(page, int) and not isinstance(page, bool) and isinstance(file_path, str):
         # A rendered page (e.g. from PDFPageReader): keep the source file and page number.
         width, height = meta.get("width"), meta.get("height")
-        return PageRef(
+        ref = PageRef(
             path=file_path,
             page=page,
             width=width if isinstance(width, int) else None,
             height=height if isinstance(height, int) else None,
             image_path=source,
         )
-    return source
+        return ref, None
+    return source, None
+
+
+def _without_inline_image(node: BaseNode) -> BaseNode:
+    """A copy of ``node`` without its inline image bytes (they are kept on disk instead)."""
+    if isinstance(node, ImageNode):
+        return node.model_copy(update={"image": None})
+    if isinstance(node, Node) and node.image_resource is not None:
+        resource = node.image_resource.model_copy(update={"data": None})
+        return node.model_copy(update={"image_resource": resource})
+    return node
 
 
 def _write_image_bytes(raw: bytes, folder: Path) -> str:
@@ -268,16 +328,19 @@ def _write_image_bytes(raw: bytes, folder: Path) -> str:
     return str(target)
 
 
-def _restore_image(fields: dict[str, Any], image_file: str, node_type: Any) -> None:
+def _restore_image(node: BaseNode, image_file: str) -> None:
     try:
         raw = Path(image_file).read_bytes()
     except OSError as exc:
-        logger.warning("the image of node %s is gone (%s): %s", fields.get("id_"), image_file, exc)
+        logger.warning("the image of node %s is gone (%s): %s", node.node_id, image_file, exc)
         return
     b64 = base64.b64encode(raw).decode("ascii")
-    if node_type == ImageNode.class_name():
-        fields["image"] = b64
-    else:
-        resource = dict(fields.get("image_resource") or {})
-        resource["data"] = b64
-        fields["image_resource"] = resource
+    if isinstance(node, ImageNode):
+        node.image = b64
+    elif isinstance(node, Node):
+        if node.image_resource is None:
+            from llama_index.core.schema import MediaResource
+
+            node.image_resource = MediaResource(data=b64.encode("ascii"))
+        else:
+            node.image_resource.data = b64.encode("ascii")

@@ -17,6 +17,7 @@ from llama_index.core.ingestion import run_transformations
 from llama_index.core.schema import (
     BaseNode,
     Document,
+    ImageDocument,
     ImageNode,
     IndexNode,
     MetadataMode,
@@ -30,11 +31,13 @@ from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQue
 from latewise.errors import InvalidInputError, InvalidInputTypeError, StoreError
 from latewise.integrations.llama_index._filters import metadata_filters_to_where
 from latewise.integrations.llama_index._nodes import (
-    REF_DOC_KEY,
     hit_to_node,
     image_source,
     nodes_to_documents,
+    ref_doc_where,
+    stored_ref_doc_id,
 )
+from latewise.store.client import client_from_description, describe_client
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -60,7 +63,8 @@ class LateInteractionRetriever(BaseRetriever):
     were inserted (id, text, metadata, relationships, excluded metadata keys, templates), with
     the MaxSim score. The index lives in Chroma, so the retriever can be reopened by another
     process (:meth:`persist` / :meth:`from_persist_dir`) and kept in step with the documents
-    (:meth:`insert`, :meth:`insert_nodes`, :meth:`delete_ref_doc`, :meth:`delete_nodes`).
+    (:meth:`insert`, :meth:`insert_nodes`, :meth:`refresh_ref_docs`, :meth:`delete_ref_doc`,
+    :meth:`delete_nodes`). Nodes are stored in LlamaIndex's own vector-store layout.
 
     Setup:
         ``pip install 'latewise[llama-index]'`` (add ``[colpali]`` for page images).
@@ -106,6 +110,11 @@ class LateInteractionRetriever(BaseRetriever):
 
             retriever.insert(Document(text="...", metadata={"year": 2025}))
             retriever.delete_ref_doc(document.doc_id)
+            # a folder that changes: new files inserted, changed ones replaced, gone ones deleted
+            documents = SimpleDirectoryReader("docs/", filename_as_id=True).load_data()
+            retriever.refresh_ref_docs(documents)  # [True, False, ...]: which were refreshed
+            for gone in set(retriever.ref_doc_ids()) - {d.doc_id for d in documents}:
+                retriever.delete_ref_doc(gone)
             retriever.persist("./storage")
             retriever = LateInteractionRetriever.from_persist_dir("./storage")
 
@@ -117,8 +126,8 @@ class LateInteractionRetriever(BaseRetriever):
             engine = RetrieverQueryEngine.from_args(retriever, node_postprocessors=[...])
 
     Async:
-        ``await retriever.aretrieve(...)``, ``ainsert``, ``ainsert_nodes``, ``adelete_ref_doc``,
-        ``adelete_nodes``.
+        ``await retriever.aretrieve(...)``, ``ainsert``, ``ainsert_nodes``,
+        ``arefresh_ref_docs``, ``adelete_ref_doc``, ``adelete_nodes``.
 
     Args:
         index: the :class:`~latewise.LateInteractionIndex` to search.
@@ -333,6 +342,8 @@ class LateInteractionRetriever(BaseRetriever):
             raise InvalidInputTypeError(
                 f"documents must be a list of LlamaIndex documents, got {type(documents).__name__}"
             )
+        if self.index.encoder.modality == "text":
+            _check_readable_as_text(documents, self.index.encoder)
         transformations = self.transformations
         if self.index.encoder.modality == "image" and not transformations:
             return [_image_node_from_document(d, i) for i, d in enumerate(documents)]
@@ -381,7 +392,71 @@ class LateInteractionRetriever(BaseRetriever):
             raise InvalidInputTypeError(
                 f"ref_doc_id must be a non-empty string, got {ref_doc_id!r}"
             )
-        return self.index.delete(where={REF_DOC_KEY: ref_doc_id})
+        return self.index.delete(where=ref_doc_where(ref_doc_id))
+
+    def refresh_ref_docs(
+        self, documents: Sequence[Document], *, show_progress: bool = False
+    ) -> list[bool]:
+        """Bring the index in step with ``documents``, as LlamaIndex's ``refresh_ref_docs``.
+
+        A document whose id is not in the index is inserted; one whose content changed (its
+        ``hash`` differs from the one its stored nodes recorded) has its nodes replaced; an
+        unchanged one is left alone. Documents gone from the source are not touched: compare
+        :meth:`ref_doc_ids` with your documents and call :meth:`delete_ref_doc` for the rest.
+        Give documents stable ids (e.g. ``SimpleDirectoryReader(..., filename_as_id=True)``),
+        or every run inserts them again.
+
+        Returns:
+            One flag per document: ``True`` when it was inserted or updated.
+        """
+        if isinstance(documents, BaseNode) or not isinstance(documents, Sequence):
+            raise InvalidInputTypeError(
+                f"documents must be a list of LlamaIndex documents, got {type(documents).__name__}"
+            )
+        changed: list[Document] = []
+        old_ids: list[str] = []
+        flags: list[bool] = []
+        for pos, doc in enumerate(documents):
+            if not isinstance(doc, Document):
+                raise InvalidInputTypeError(
+                    f"documents must be LlamaIndex Documents; got {type(doc).__name__} at "
+                    f"position {pos}",
+                    [pos],
+                )
+            stored = self.index.ids(where=ref_doc_where(doc.doc_id))
+            if stored and self._stored_hash(stored[0]) == doc.hash:
+                flags.append(False)
+                continue
+            changed.append(doc)
+            old_ids.extend(stored)
+            flags.append(True)
+        if changed:
+            new_ids = set(self.insert_documents(changed, show_progress=show_progress))
+            stale = [i for i in old_ids if i not in new_ids]
+            if stale:  # nodes of the old version the new one no longer has
+                self.index.delete(stale)
+        return flags
+
+    async def arefresh_ref_docs(
+        self, documents: Sequence[Document], *, show_progress: bool = False
+    ) -> list[bool]:
+        """Async :meth:`refresh_ref_docs`."""
+        return await asyncio.to_thread(
+            self.refresh_ref_docs, documents, show_progress=show_progress
+        )
+
+    def _stored_hash(self, node_id: str) -> str | None:
+        """The source-document hash a stored node recorded (``None`` if it recorded none)."""
+        records = self.index.get([node_id])
+        if not records:
+            return None
+        source = hit_to_node(records[0]).source_node
+        return source.hash if source is not None else None
+
+    def ref_doc_ids(self) -> list[str]:
+        """The ids of the source documents the index holds nodes of, sorted."""
+        found = {stored_ref_doc_id(r.metadata) for r in self.index.get(self.index.ids())}
+        return sorted(d for d in found if d is not None)
 
     async def adelete_ref_doc(self, ref_doc_id: str) -> int:
         """Async :meth:`delete_ref_doc`."""
@@ -466,17 +541,12 @@ class LateInteractionRetriever(BaseRetriever):
             raise InvalidInputError(f"cannot read {str(target)!r}: {exc}") from exc
         if int(data.get("format", 0)) > _PERSIST_FORMAT:
             raise StoreError(f"{str(target)!r} was written by a newer latewise; upgrade latewise")
-        location = data["chroma"]
         index_args: dict[str, Any] = {"collection": data["collection"]}
         if data.get("image_dir"):
             index_args["image_dir"] = data["image_dir"]
-        if client is not None:
-            index_args["client"] = client
-        elif location["type"] == "persistent":
-            index_args["path"] = location["path"]
-        else:
-            index_args["client"] = _http_client(location)
-        index = LateInteractionIndex(encoder, **index_args)
+        index = LateInteractionIndex(
+            encoder, client=client or client_from_description(data["chroma"]), **index_args
+        )
         settings: dict[str, Any] = {
             "similarity_top_k": data.get("similarity_top_k", DEFAULT_SIMILARITY_TOP_K),
             "filters": (
@@ -542,6 +612,24 @@ def _mmr_args(kwargs: dict[str, Any], k: int) -> tuple[int, float]:
     return max(k, math.ceil(k * factor)), float(lambda_mult)
 
 
+def _check_readable_as_text(documents: Sequence[Document], encoder: Encoder) -> None:
+    """Refuse image documents without text for a text encoder (they would index nothing)."""
+    images = [
+        i
+        for i, d in enumerate(documents)
+        if isinstance(d, ImageNode | ImageDocument)
+        and not d.get_content(metadata_mode=MetadataMode.NONE).strip()
+    ]
+    if images:
+        raise InvalidInputTypeError(
+            f"the encoder {encoder.model_id!r} ({type(encoder).__name__}) reads text, and the "
+            f"documents at positions {images[:10]} are images without text (e.g. PDF pages from "
+            "PDFPageReader); index page images with a ColPali-family encoder "
+            "(load_encoder('vidore/colpali-v1.3')), or read PDFs as text (SimpleDirectoryReader)",
+            images,
+        )
+
+
 def _image_node_from_document(document: Document, position: int) -> ImageNode:
     """One ImageNode per image document (ColPali encodes a whole page at once); its id is
     derived from the document's, so indexing the same document again replaces it."""
@@ -580,39 +668,11 @@ def _image_node_from_document(document: Document, position: int) -> ImageNode:
 
 
 def _chroma_location(index: LateInteractionIndex) -> dict[str, Any]:
-    if index.path is not None:
-        return {"type": "persistent", "path": str(Path(index.path).resolve())}
-    settings = index.client.get_settings()
-    if settings.is_persistent:
-        return {"type": "persistent", "path": str(Path(settings.persist_directory).resolve())}
-    impl = str(settings.chroma_api_impl or "")
-    if impl.endswith("FastAPI") and settings.chroma_server_host:
-        return {
-            "type": "http",
-            "host": settings.chroma_server_host,
-            "port": int(settings.chroma_server_http_port or 8000),
-            "ssl": bool(settings.chroma_server_ssl_enabled),
-            "tenant": getattr(index.client, "tenant", None),
-            "database": getattr(index.client, "database", None),
-        }
-    raise InvalidInputError(
-        f"collection {index.name!r} is in memory only (an ephemeral Chroma client), so there is "
-        "nothing to reopen; build the index with path= or a Chroma server client to persist it"
-    )
-
-
-def _http_client(location: dict[str, Any]) -> ClientAPI:
-    import chromadb
-    from chromadb.config import Settings
-
-    kwargs: dict[str, Any] = {}
-    for key in ("tenant", "database"):
-        if location.get(key):
-            kwargs[key] = location[key]
-    return chromadb.HttpClient(
-        host=location["host"],
-        port=int(location["port"]),
-        ssl=bool(location.get("ssl", False)),
-        settings=Settings(anonymized_telemetry=False),
-        **kwargs,
-    )
+    location = describe_client(index.client)
+    if location["type"] == "ephemeral":
+        raise InvalidInputError(
+            f"collection {index.name!r} is in memory only (an ephemeral Chroma client), so there "
+            "is nothing to reopen; build the index with path= or a Chroma server client to "
+            "persist it"
+        )
+    return location
