@@ -335,3 +335,59 @@ def test_large_loads_hand_freed_memory_back(
     assert len(calls) == 2
     reopened.search("topic 1", k=2)  # everything needed is resident: nothing read
     assert len(calls) == 2
+
+
+# -- races between writers (issue: nothing lost, nothing corrupted) --------------------------------
+
+
+def test_a_delete_interleaved_with_a_re_add_leaves_a_whole_document(
+    chroma_client: Any, collection_name: str
+) -> None:
+    """A delete removes the document record, then its rows and vectors. If the same content is
+    added again between the two steps (another process; on a Chroma server nothing serialises
+    them), the second step must not remove the new write's rows: each write names its rows."""
+    a = make(chroma_client, collection_name)
+    a.add(["the owl hunts mice at night", "bees make honey"], ids=["owl", "bees"])
+    read_by_delete = a.store.get(["owl"])
+    a.store.delete_docs(["owl"])  # the delete's first step ...
+    b = make(chroma_client, collection_name)
+    b.add(["the owl hunts mice at night"], ids=["owl"])  # ... the re-add in the pause ...
+    a.store.delete_rows(list(read_by_delete.values()))  # ... and the delete's second step
+    fresh = make(chroma_client, collection_name)
+    hit = fresh.search("owl hunts mice", k=1)[0]
+    assert (hit.id, hit.text) == ("owl", "the owl hunts mice at night")
+    assert fresh.search("owl hunts mice", k=1, exact=True) == [hit]
+    assert fresh.repair()["rebuilt"] == 0
+
+
+def test_two_writers_creating_one_compressed_collection_share_one_codec(
+    chroma_client: Any, collection_name: str
+) -> None:
+    """Two writers fit a codec for the same new compressed collection at once: the first claim
+    wins, the other writer uses the winner's codec, and every document decodes with it."""
+    import threading
+
+    from latewise.compression._format import read_doc_header
+
+    writers = [make(chroma_client, collection_name, compression=2) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            writers[i].add(TEXTS[i * 40 : (i + 1) * 40])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert errors == []
+    fresh = make(chroma_client, collection_name)
+    assert len(fresh) == 80
+    records = fresh.store.get(fresh.ids(), with_blob=True)
+    assert len({read_doc_header(r.blob).codec_id for r in records.values()}) == 1
+    assert writers[0].codecs.current().codec_id == writers[1].codecs.current().codec_id
+    for text in (TEXTS[3], TEXTS[57]):
+        assert fresh.search(text, k=1)[0].text == text

@@ -21,7 +21,7 @@ from latewise.errors import (
     StoreError,
 )
 from latewise.store.chroma import ChromaStore, DocRecord, list_latewise_collections
-from latewise.store.client import describe_client, make_client, parse_server
+from latewise.store.client import make_client
 from latewise.store.filters import check_metadata, check_where, filter_keys
 from latewise.store.lock import WriteLock
 from latewise.store.state import WriteLog, get_value, put_value
@@ -163,23 +163,12 @@ def test_check_where_spells_filters_for_chroma() -> None:
     assert filter_keys({"$and": [{"t": {"$contains": "x"}}, {"u": 1}]}, "$contains") == {"t"}
 
 
-def test_make_client_and_describe(tmp_path: Path) -> None:
-    client = make_client(tmp_path / "db")
-    assert describe_client(client) == {
-        "type": "persistent",
-        "path": str((tmp_path / "db").resolve()),
-    }
+def test_make_client_refuses_a_file_as_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InvalidInputError, match="is a file"):
         make_client(tmp_path / "file")
-    with pytest.raises(InvalidInputError, match="in memory only"):
-        describe_client(make_client(ephemeral=True))
-    with pytest.raises(InvalidInputError, match="not several"):
-        make_client(tmp_path, ephemeral=True)
-    assert parse_server("localhost:9001") == ("localhost", 9001)
-    assert parse_server("example.org") == ("example.org", 8000)
-    with pytest.raises(InvalidInputError, match="host:port"):
-        parse_server("host:notaport")
+    with pytest.raises(StoreError, match="cannot reach the Chroma server"):
+        make_client(server="127.0.0.1:9")  # nothing listens on the discard port
 
 
 def _hold(folder: str, ready: Any, release: Any) -> None:

@@ -17,28 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latewise.engine.binding import as_encoder, config_for, load_stored_encoder, stored_settings
+from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
 from latewise.engine.ranker import Ranker
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
 from latewise.engine.view import CorpusView
-from latewise.engine.writer import CodecState, Writer, prepare_inputs
+from latewise.engine.writer import CodecState, Writer, prepare_inputs, progress_bar
 from latewise.errors import (
     DimensionMismatchError,
     DocumentNotFoundError,
-    EncoderMismatchError,
     InvalidInputError,
     InvalidInputTypeError,
     check_positive,
 )
-from latewise.store.chroma import ChromaStore, validate_collection_name
+from latewise.store.chroma import validate_collection_name
 from latewise.store.client import DEFAULT_PATH
-from latewise.store.filters import check_contains_targets, check_where
+from latewise.store.filters import check_filter, check_where
 from latewise.types import Hit, PageRef, Record
 
 if TYPE_CHECKING:
@@ -136,6 +135,7 @@ class LateInteractionIndex:
         show_progress_bar: bool | None = None,
         lock_timeout: float = 60.0,
     ) -> None:
+        from latewise.ingest.conventions import page_image_dir
         from latewise.store.client import make_client
         from latewise.store.lock import WriteLock
 
@@ -151,10 +151,10 @@ class LateInteractionIndex:
         validate_collection_name(collection)  # before any client is made
         self.client = client if client is not None else make_client(self.path, ephemeral=ephemeral)
         self._guard: Any = WriteLock(self.path, lock_timeout) if self.path else nullcontext
-        self.image_dir = Path(
-            image_dir
+        self.image_dir = (
+            Path(image_dir)
             if image_dir is not None
-            else Path(self.path or DEFAULT_PATH) / "pages" / collection
+            else page_image_dir(self.path or DEFAULT_PATH, collection)
         )
         overrides: dict[str, Any] = {
             "compression": compression,
@@ -162,26 +162,9 @@ class LateInteractionIndex:
             "prototypes": prototypes,
             "hnsw": tuple(sorted(dict(hnsw).items())) if hnsw is not None else None,
         }
-        self._encoder: Encoder | None = None
-        self.store = ChromaStore(self.client, collection, hnsw={})
-        stored = self.store.open(create=False) if self.store.exists() else None
-        if stored is not None:
-            self.config = dict(stored)
-            self.settings = stored_settings(collection, stored, overrides)
-            if encoder is not None:
-                self._encoder = as_encoder(encoder, collection, stored.get("fingerprint"))
-        else:  # bound to the encoder when its first document is written
-            if encoder is None:
-                raise InvalidInputError(
-                    f"collection {collection!r} has no documents yet: pass an encoder to create "
-                    "it, e.g. LateInteractionIndex(load_encoder('minilm'), ...)"
-                )
-            self.settings = IndexSettings(**{k: v for k, v in overrides.items() if v is not None})
-            self._encoder = as_encoder(encoder, collection, None)
-            self.store = ChromaStore(self.client, collection, hnsw=dict(self.settings.hnsw))
-            with self._guard():
-                self.store.open(create=True)
-            self.config = config_for(self._encoder, self.settings)
+        self.store, self.config, self.settings, self._encoder = open_collection(
+            self.client, collection, encoder, overrides, self._guard
+        )
         #: What this index object has written (documents, vectors, rows, bytes, seconds).
         self.written = WriteStats()
         self.codecs = CodecState(self.store, self.settings, self.dim)
@@ -199,7 +182,7 @@ class LateInteractionIndex:
             self.image_dir,
             self.written,
             self._guard,
-            self._bind,
+            lambda: bind(self.store, self.config),
         )
 
     # -- opening --------------------------------------------------------------------------------
@@ -215,17 +198,6 @@ class LateInteractionIndex:
     ) -> LateInteractionIndex:
         """Open an existing collection with the encoder stored with it (loaded when needed)."""
         return cls(None, path=path, client=client, collection=collection, **kwargs)
-
-    def _bind(self) -> None:
-        """Record the encoder and settings with the collection (at its first document)."""
-        stored = self.store.open(create=False)
-        if stored is None:
-            self.store.write_config(self.config)
-        elif stored.get("fingerprint") != self.config.get("fingerprint"):
-            raise EncoderMismatchError(
-                f"collection {self.name!r} was bound to another encoder by another process "
-                "meanwhile; open it again"
-            )
 
     @property
     def encoder(self) -> Encoder:
@@ -375,25 +347,11 @@ class LateInteractionIndex:
             vectors=vectors,
             dim=self.dim,
         )
-        with self._progress(len(prepared), show_progress_bar) as progress:
+        show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
+        with progress_bar(len(prepared), show, self.batch_size, self.name) as progress:
             return self.writer.write(
                 prepared, replace=replace, batch_size=size or self.batch_size, progress=progress
             )
-
-    @contextmanager
-    def _progress(self, total: int | None, show: bool | None) -> Iterator[Any]:
-        flag = show if show is not None else self.show_progress_bar
-        if flag is None:
-            flag = (total or 0) > self.batch_size and logging.getLogger(
-                "latewise"
-            ).getEffectiveLevel() <= logging.INFO
-        if not flag:
-            yield None
-            return
-        from tqdm.auto import tqdm
-
-        with tqdm(total=total, desc=f"Indexing into {self.name}", unit="doc") as bar:
-            yield bar
 
     def delete(
         self, ids: Iterable[str] | None = None, *, where: Mapping[str, Any] | None = None
@@ -458,18 +416,13 @@ class LateInteractionIndex:
     def _filter(
         self, where: Mapping[str, Any] | None, records: Mapping[str, Any] | None = None
     ) -> dict[str, Any] | None:
-        """``where`` checked and spelled for Chroma; ``$contains`` on a string field refused
-        (checked against ``records``, or the stored documents)."""
-        if where is None:
-            return None
-        checked = check_where(where)
+        """``where`` checked (against ``records``, or the stored documents) for Chroma."""
         pairs = (
             ((d, r.metadata) for d, r in records.items())
             if records is not None
             else ((r.id, r.metadata) for page in self.store.scan() for r in page)
         )
-        check_contains_targets(checked, pairs)
-        return checked
+        return None if where is None else check_filter(where, pairs)
 
     def get(self, ids: Iterable[str], *, include_vectors: bool = False) -> list[Record]:
         """The stored documents among ``ids``, in the order asked (missing ids are left out)."""

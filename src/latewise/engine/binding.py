@@ -8,25 +8,87 @@ differs, never silent garbage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latewise.engine.settings import IndexSettings
 from latewise.errors import (
     EncoderMismatchError,
+    InvalidInputError,
     InvalidInputTypeError,
     SettingsMismatchError,
     StoreError,
 )
+from latewise.store.chroma import ChromaStore
 
 if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
     from latewise.encoders import Encoder
 
-__all__ = ["FORMAT", "as_encoder", "config_for", "load_stored_encoder", "stored_settings"]
+__all__ = [
+    "FORMAT",
+    "as_encoder",
+    "bind",
+    "config_for",
+    "load_stored_encoder",
+    "open_collection",
+    "stored_settings",
+]
 
 #: The layout version latewise writes; newer ones are refused with the fix.
 FORMAT = 1
+
+
+def open_collection(
+    client: ClientAPI,
+    name: str,
+    encoder: Encoder | str | Path | None,
+    overrides: Mapping[str, Any],
+    guard: Callable[[], AbstractContextManager[Any]],
+) -> tuple[ChromaStore, dict[str, Any], IndexSettings, Encoder | None]:
+    """Open collection ``name`` (creating its Chroma collections if new).
+
+    An existing collection's stored settings are checked against ``overrides`` and a given
+    encoder against its fingerprint; a new one takes ``overrides`` and needs an encoder, but is
+    bound to it only at its first document (:func:`bind`).
+
+    Returns:
+        The store, the config (stored, or to be stored), the settings and the encoder (``None``:
+        load the stored one when needed).
+    """
+    store = ChromaStore(client, name, hnsw={})
+    stored = store.open(create=False) if store.exists() else None
+    if stored is not None:
+        settings = stored_settings(name, stored, overrides)
+        given = None if encoder is None else as_encoder(encoder, name, stored.get("fingerprint"))
+        return store, dict(stored), settings, given
+    if encoder is None:
+        raise InvalidInputError(
+            f"collection {name!r} has no documents yet: pass an encoder to create it, e.g. "
+            "LateInteractionIndex(load_encoder('minilm'), ...)"
+        )
+    settings = IndexSettings(**{k: v for k, v in overrides.items() if v is not None})
+    checked = as_encoder(encoder, name, None)
+    store = ChromaStore(client, name, hnsw=dict(settings.hnsw))
+    with guard():
+        store.open(create=True)
+    return store, config_for(checked, settings), settings, checked
+
+
+def bind(store: ChromaStore, config: Mapping[str, Any]) -> None:
+    """Record ``config`` with the collection at its first document (checked if another process
+    bound it meanwhile)."""
+    stored = store.open(create=False)
+    if stored is None:
+        store.write_config(config)
+    elif stored.get("fingerprint") != config.get("fingerprint"):
+        raise EncoderMismatchError(
+            f"collection {store.name!r} was bound to another encoder by another process "
+            "meanwhile; open it again with that encoder"
+        )
 
 
 def config_for(encoder: Encoder, settings: IndexSettings) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class FirstStage:
 
         found = self.view.store.query_rows(query.numpy().astype(np.float32), self.n_probe, where)
         with self.view.lock:
-            current = {d: r.ver for d, r in self.view.records.items()}
+            current = {d: r.stored_as for d, r in self.view.records.items()}
         per_token: list[dict[str, float]] = []
         floors: list[float] = []
         for hits in found:

@@ -80,7 +80,7 @@ class CorpusView:
             changed = [
                 rec
                 for doc_id, rec in stored.items()
-                if doc_id not in self.records or self.records[doc_id].ver != rec.ver
+                if doc_id not in self.records or self.records[doc_id].stored_as != rec.stored_as
             ]
             gone = [doc_id for doc_id in self.records if doc_id not in stored]
             for doc_id in gone:
@@ -117,7 +117,7 @@ class CorpusView:
         import numpy as np
         import torch
 
-        wanted = {rec.id: rec.ver for rec in changed}
+        wanted = {rec.id: rec.stored_as for rec in changed}
         rows: dict[str, dict[int, np.ndarray]] = {}
         everything = len(changed) == len(self.records)
         source = self.store.load_rows(
@@ -155,12 +155,19 @@ class CorpusView:
             for rec, proto in zip(records, prototypes, strict=True):
                 self._drop(rec.id)
                 self.records[rec.id] = DocRecord(
-                    rec.id, rec.ver, rec.text, rec.metadata, rec.page, rec.n_vectors, rec.n_rows
+                    rec.id,
+                    rec.ver,
+                    rec.text,
+                    rec.metadata,
+                    rec.page,
+                    rec.n_vectors,
+                    rec.n_rows,
+                    key=rec.key,
                 )
                 if self.protos is not None:
                     self.protos.put(rec.id, proto)
                 if rec.blob is not None:
-                    self._arena().put(rec.id, rec.ver, next(parts))
+                    self._arena().put(rec.id, rec.stored_as, next(parts))
             self._trim()
             self._advance(known, position)
 
@@ -224,8 +231,8 @@ class CorpusView:
             arena = self._arena()
             for rec, part in zip(missing, parts, strict=True):
                 current = self.records.get(rec.id)
-                if current is not None and current.ver == rec.ver:
-                    arena.put(rec.id, rec.ver, part)
+                if current is not None and current.stored_as == rec.stored_as:
+                    arena.put(rec.id, rec.stored_as, part)
             self._loaded_bytes += sum(len(b) for b in blobs.values())
             release = self._loaded_bytes >= self.release_after_bytes
             if release:
@@ -267,7 +274,7 @@ class CorpusView:
             if rec is None:
                 continue
             entry = docs.get(d)
-            if entry is None or entry[0] != rec.ver:
+            if entry is None or entry[0] != rec.stored_as:
                 missing.append(rec)
                 continue
             kept.append(d)

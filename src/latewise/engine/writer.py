@@ -17,8 +17,9 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,14 @@ from latewise.errors import (
 )
 from latewise.store.chroma import ChromaStore, DocRecord
 from latewise.store.filters import check_metadata
-from latewise.store.state import CODEC_KEY, WriteLog, get_value, put_value
+from latewise.store.state import (
+    CODEC_KEY,
+    WriteLog,
+    claim_value,
+    claimed_value,
+    has_value,
+    put_value,
+)
 from latewise.types import PageRef
 
 if TYPE_CHECKING:
@@ -49,7 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CodecState", "Prepared", "Writer", "prepare_inputs"]
+__all__ = ["CodecState", "Prepared", "Writer", "prepare_inputs", "progress_bar"]
 
 #: Documents in the first batch of a compressed collection, whose vectors fit the codec: with
 #: MiniLM, a codec fitted on 256 documents kept 0.75 of the uncompressed top 10, on 2,000 0.90.
@@ -301,7 +309,7 @@ class CodecState:
         if self._codec is None:
             from latewise.compression import Float16Codec, codec_from_bytes
 
-            stored = get_value(self.store, CODEC_KEY)
+            stored = claimed_value(self.store, CODEC_KEY)
             if stored is not None:
                 self._use(codec_from_bytes(stored))
             elif self.settings.compression is None:
@@ -319,7 +327,7 @@ class CodecState:
         return (
             self.settings.compression is not None
             and self._codec is None
-            and get_value(self.store, CODEC_KEY) is None
+            and not has_value(self.store, CODEC_KEY)
         )
 
     def for_writing(self, sample: Sequence[torch.Tensor]) -> VectorCodec:
@@ -332,10 +340,14 @@ class CodecState:
 
         flat = torch.cat([v.float() for v in sample])
         codec = ResidualCodec.fit(flat, nbits=int(self.settings.compression or 2))
-        put_value(self.store, CODEC_KEY, codec.to_bytes())
-        logger.info("fitted a %d-bit residual codec on %d vectors", codec.nbits, flat.shape[0])
+        token = uuid.uuid4().hex
+        if claim_value(self.store, CODEC_KEY, token) == token:
+            put_value(self.store, f"{CODEC_KEY}.{token}", codec.to_bytes())
+            logger.info("fitted a %d-bit residual codec on %d vectors", codec.nbits, flat.shape[0])
+        else:
+            logger.info("another writer created this collection's codec first; using it")
         self._codec = None
-        return self.current()  # what is stored now (another writer's, if it stored first)
+        return self.current()
 
     def _use(self, codec: VectorCodec) -> None:
         if codec.dim != self.dim:
@@ -347,6 +359,22 @@ class CodecState:
 
 
 # -- writing ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def progress_bar(total: int, show: bool | None, batch_size: int, name: str) -> Iterator[Any]:
+    """A tqdm bar over ``total`` documents when ``show`` (``None``: more than a batch and the
+    ``latewise`` logger at INFO), else ``None``."""
+    if show is None:
+        level = logging.getLogger("latewise").getEffectiveLevel()
+        show = total > batch_size and level <= logging.INFO
+    if not show:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=f"Indexing into {name}", unit="doc") as bar:
+        yield bar
 
 
 @dataclass
@@ -437,7 +465,7 @@ class Writer:
             self.store.write(records, rows)
             # Old versions' rows: re-read, since another writer may have replaced them meanwhile.
             replaced = self.store.get([r.id for r in records if r.id in current])
-            old = [current[d] for d in replaced if current[d].ver != replaced[d].ver]
+            old = [current[d] for d in replaced if current[d].stored_as != replaced[d].stored_as]
             old += [current[r.id] for r in records if r.id in current and r.id not in replaced]
             if old:
                 self.store.delete_rows(old)
@@ -512,6 +540,7 @@ class Writer:
                 DocRecord(
                     id=p.id,
                     ver=p.ver,
+                    key=f"{p.ver}.{uuid.uuid4().hex[:12]}",
                     text=p.text,
                     metadata=p.metadata,
                     page=_page_json(page),

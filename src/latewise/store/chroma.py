@@ -99,7 +99,8 @@ class DocRecord:
         n_vectors: how many vectors the blob holds.
         n_rows: how many first-stage rows the document has.
         blob: the encoded multi-vector (see ``latewise.compression``), when read or written.
-        filterable: the metadata values Chroma can filter on (set when writing).
+        filterable: the metadata values Chroma can filter on.
+        key: names this write's rows and blob (see :attr:`stored_as`).
     """
 
     id: str
@@ -111,15 +112,23 @@ class DocRecord:
     n_rows: int
     blob: bytes | None = None
     filterable: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+    @property
+    def stored_as(self) -> str:
+        """What names this write of the document's rows and blob: unique per write, so deleting
+        an old write never removes the rows of a newer write of the same content (collections
+        of format 1 used the version)."""
+        return self.key or self.ver
 
     def row_ids(self) -> list[str]:
         """The ids of this document's first-stage rows."""
-        return row_ids(self.id, self.ver, self.n_rows)
+        return row_ids(self.id, self.stored_as, self.n_rows)
 
     @property
     def blob_id(self) -> str:
         """The id of this document's blob record."""
-        return blob_id(self.id, self.ver)
+        return blob_id(self.id, self.stored_as)
 
 
 @dataclass(frozen=True)
@@ -384,7 +393,7 @@ class ChromaStore:
         ids: list[str] = []
         metas: list[dict[str, Any]] = []
         for rec in records:
-            meta = {**rec.filterable, "_lw_doc": rec.id, "_lw_ver": rec.ver}
+            meta = {**rec.filterable, "_lw_doc": rec.id, "_lw_ver": rec.stored_as}
             ids.extend(rec.row_ids())
             metas.extend([meta] * rec.n_rows)
         rows = np.ascontiguousarray(rows, dtype=np.float32)
@@ -485,7 +494,7 @@ class ChromaStore:
 
     def orphan_blobs(self) -> list[str]:
         """Ids of stored vectors whose document is missing or has another version."""
-        current = {rec.id: rec.ver for page in self.scan() for rec in page}
+        current = {rec.id: rec.stored_as for page in self.scan() for rec in page}
         found: list[str] = []
         offset, page_size = 0, 5000
         while True:
@@ -609,6 +618,8 @@ def _filter_error(where: Mapping[str, Any] | None, exc: BaseException) -> Except
 def _encode_record(rec: DocRecord) -> dict[str, Any]:
     meta: dict[str, Any] = dict(rec.filterable)
     meta["_lw_ver"] = rec.ver
+    if rec.key:
+        meta["_lw_key"] = rec.key
     meta["_lw_n"] = rec.n_vectors
     meta["_lw_rows"] = rec.n_rows
     meta["_lw_meta"] = json.dumps(rec.metadata, sort_keys=True)
@@ -631,6 +642,7 @@ def _decode_record(name: str, doc_id: str, meta: Mapping[str, Any], text: str | 
             n_vectors=int(meta["_lw_n"]),
             n_rows=int(meta["_lw_rows"]),
             filterable={k: v for k, v in meta.items() if not k.startswith(RESERVED_PREFIX)},
+            key=str(meta.get("_lw_key", "")),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(

@@ -1,18 +1,26 @@
-"""Chroma clients: made, described and reopened in one place.
+"""Chroma clients: make one, describe where one points, and reopen it from that description.
 
-The index, the CLI and the LlamaIndex retriever's ``persist`` all go through here, so a
-collection is reached the same way whoever opens it.
+Three places hold a collection: an embedded database in a folder (``PersistentClient``), a
+Chroma server (``HttpClient``) and memory (``EphemeralClient``). :func:`make_client` builds the
+client for each; :func:`describe_client` says which one a client is as a small JSON-ready dict
+(never credentials or headers), and :func:`client_from_description` reopens it, so that a
+retriever saved by one process can be reopened by another.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from latewise.errors import InvalidInputError, StoreError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_PATH",
@@ -20,88 +28,91 @@ __all__ = [
     "client_from_description",
     "describe_client",
     "make_client",
-    "parse_server",
 ]
 
-#: The embedded database folder used when no path is given.
+#: The embedded database's folder when neither a path, a server nor ``ephemeral`` is given.
 DEFAULT_PATH = ".latewise"
-#: The port of a Chroma server when ``server`` names only a host.
+#: The port of ``chroma run`` when a server address names none.
 DEFAULT_PORT = 8000
 
-
-def parse_server(server: str) -> tuple[str, int]:
-    """``"host:port"`` (or ``"host"``, port 8000) as ``(host, port)``."""
-    host, _, port = str(server).strip().rpartition(":")
-    if not host:
-        host, port = port, str(DEFAULT_PORT)
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not host or not 0 < number < 65536:
-        raise InvalidInputError(
-            f"server must be 'host:port' (e.g. 'localhost:8000'), got {server!r}"
-        )
-    return host, number
+_TYPES = ("persistent", "http", "ephemeral")
 
 
 def make_client(
     path: str | Path | None = None, *, server: str | None = None, ephemeral: bool = False
 ) -> ClientAPI:
-    """A Chroma client (telemetry off): embedded in ``path`` (created if missing; ``./.latewise``
-    when nothing is given), a server at ``server`` ("host:port", checked with a heartbeat), or in
-    memory (``ephemeral``).
+    """A Chroma client for a folder, a server or memory (telemetry off).
+
+    Args:
+        path: folder of an embedded database (created if missing); ``./.latewise`` when neither
+            ``server`` nor ``ephemeral`` is given.
+        server: a Chroma server as ``"host:port"``, ``"host"`` (port 8000) or a URL
+            (``"http://host:port"``, ``"https://host"``).
+        ephemeral: an in-memory database (nothing persists; clients in one process share it).
 
     Raises:
-        InvalidInputError: several of ``path``, ``server`` and ``ephemeral``, or ``path`` names
-            a file.
-        StoreError: the server cannot be reached or the folder cannot be opened.
+        InvalidInputError: more than one of ``path``, ``server`` and ``ephemeral``, a server
+            address that cannot be read, or a path that names a file.
+        StoreError: the server does not answer, or the folder cannot be opened by Chroma.
     """
-    import chromadb
-    from chromadb.config import Settings
-
-    if sum(x is not None and x is not False for x in (path, server, ephemeral)) > 1:
-        raise InvalidInputError("pass one of path=, server= or ephemeral=True, not several")
-    settings = Settings(anonymized_telemetry=False)
+    given = [
+        name
+        for name, on in (
+            ("path", path is not None),
+            ("server", server is not None),
+            ("ephemeral", ephemeral),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise InvalidInputError(
+            f"pass one of path=, server= or ephemeral=True, not several (got {', '.join(given)})"
+        )
     if ephemeral:
-        return chromadb.EphemeralClient(settings=settings)
+        return client_from_description({"type": "ephemeral"})
     if server is not None:
-        host, port = parse_server(server)
+        address = _parse_server(server)
         try:
-            client = chromadb.HttpClient(host=host, port=port, settings=settings)
+            client = client_from_description({"type": "http", **address})
             client.heartbeat()
         except Exception as exc:  # any failure here means "no usable server there"
+            host, port = address["host"], address["port"]
             raise StoreError(
                 f"cannot reach the Chroma server at {host}:{port} ({exc}); start one with "
-                f"`chroma run --path DIR --host {host} --port {port}`"
+                f"`chroma run --path DIR --host {host} --port {port}`, or fix the address"
             ) from exc
         return client
-    folder = Path(path if path is not None else DEFAULT_PATH).expanduser()
+    folder = Path(path or DEFAULT_PATH).expanduser()
     if folder.exists() and not folder.is_dir():
         raise InvalidInputError(
             f"path={str(folder)!r} is a file, not a database folder; pass a folder (it is "
             "created if missing)"
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(folder), settings=settings)
+        return client_from_description({"type": "persistent", "path": str(folder)})
     except Exception as exc:  # a damaged or foreign folder, a newer Chroma's files, no rights
         raise StoreError(f"cannot open the Chroma database at {folder}: {exc}") from exc
 
 
-def describe_client(client: ClientAPI, path: str | Path | None = None) -> dict[str, Any]:
-    """What reopens ``client`` in another process: ``{"type": "persistent", "path": ...}`` or
-    ``{"type": "http", "host", "port", "ssl", "tenant", "database"}``.
+def describe_client(client: ClientAPI) -> dict[str, Any]:
+    """Where ``client`` keeps its data, as :func:`client_from_description` reads it.
+
+    Returns:
+        ``{"type": "persistent", "path": <absolute folder>}``, ``{"type": "http", "host",
+        "port", "ssl", "tenant", "database"}`` or ``{"type": "ephemeral"}``. Credentials and
+        headers are never included: reopen such a server with your own client.
 
     Raises:
-        InvalidInputError: an in-memory client (nothing to reopen).
+        InvalidInputError: a server client that names no host.
     """
-    if path is not None:
-        return {"type": "persistent", "path": str(Path(path).resolve())}
     settings = client.get_settings()
-    if settings.is_persistent and settings.persist_directory:
-        return {"type": "persistent", "path": str(Path(settings.persist_directory).resolve())}
-    if settings.chroma_server_host:
+    impl = str(settings.chroma_api_impl or "")
+    if impl.endswith("FastAPI"):
+        if not settings.chroma_server_host:
+            raise InvalidInputError(
+                f"this Chroma server client ({type(client).__name__}) names no host; pass the "
+                "client itself where it is needed"
+            )
         return {
             "type": "http",
             "host": settings.chroma_server_host,
@@ -110,27 +121,62 @@ def describe_client(client: ClientAPI, path: str | Path | None = None) -> dict[s
             "tenant": getattr(client, "tenant", None),
             "database": getattr(client, "database", None),
         }
-    raise InvalidInputError(
-        "the Chroma client is in memory only (ephemeral), so there is nothing to reopen; use "
-        "path= or a Chroma server client to persist"
-    )
+    if settings.is_persistent and settings.persist_directory:
+        return {"type": "persistent", "path": str(Path(settings.persist_directory).resolve())}
+    return {"type": "ephemeral"}
 
 
-def client_from_description(location: dict[str, Any]) -> ClientAPI:
-    """Reopen a client described by :func:`describe_client`."""
-    kind = location.get("type")
+def client_from_description(description: Mapping[str, Any]) -> ClientAPI:
+    """The Chroma client :func:`describe_client` described.
+
+    Raises:
+        InvalidInputError: an unknown ``type``, or a description without its fields (``path``
+            for ``"persistent"``, ``host`` for ``"http"``).
+    """
+    import chromadb
+    from chromadb.config import Settings
+
+    kind = description.get("type")
+    settings = Settings(anonymized_telemetry=False)
+    if kind == "ephemeral":
+        return chromadb.EphemeralClient(settings=settings)
     if kind == "persistent":
-        return make_client(location["path"])
+        if not description.get("path"):
+            raise InvalidInputError("a 'persistent' Chroma description needs its 'path'")
+        folder = Path(str(description["path"])).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(folder), settings=settings)
     if kind == "http":
-        import chromadb
-        from chromadb.config import Settings
-
-        kwargs: dict[str, Any] = {k: location[k] for k in ("tenant", "database") if location.get(k)}
+        if not description.get("host"):
+            raise InvalidInputError("an 'http' Chroma description needs its 'host'")
+        kwargs: dict[str, Any] = {
+            key: description[key] for key in ("tenant", "database") if description.get(key)
+        }
         return chromadb.HttpClient(
-            host=location["host"],
-            port=int(location["port"]),
-            ssl=bool(location.get("ssl", False)),
-            settings=Settings(anonymized_telemetry=False),
+            host=str(description["host"]),
+            port=int(description.get("port") or DEFAULT_PORT),
+            ssl=bool(description.get("ssl", False)),
+            settings=settings,
             **kwargs,
         )
-    raise InvalidInputError(f"unknown Chroma client description {location!r}")
+    raise InvalidInputError(f"unknown Chroma client type {kind!r}; expected one of {list(_TYPES)}")
+
+
+def _parse_server(server: str) -> dict[str, Any]:
+    """``host``, ``port`` and ``ssl`` from ``"host[:port]"`` or ``"http[s]://host[:port]"``."""
+    text = server.strip()
+    parsed = urlparse(text if "://" in text else f"http://{text}")
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        raise InvalidInputError(f"server {server!r} has an invalid port ({exc})") from exc
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+    ):
+        raise InvalidInputError(
+            f"server must be 'host:port' or 'http(s)://host:port', got {server!r}"
+        )
+    ssl = parsed.scheme == "https"
+    return {"host": parsed.hostname, "port": port or (443 if ssl else DEFAULT_PORT), "ssl": ssl}

@@ -18,6 +18,7 @@ __all__ = [
     "OPERATORS",
     "RESERVED_PREFIX",
     "check_contains_targets",
+    "check_filter",
     "check_metadata",
     "check_where",
     "filter_keys",
@@ -145,6 +146,13 @@ def filter_keys(where: Mapping[str, Any], operator: str) -> set[str]:
         elif isinstance(value, Mapping) and operator in value:
             found.add(key)
     return found
+
+
+def check_filter(where: Any, metadatas: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """:func:`check_where`, then :func:`check_contains_targets` against ``metadatas``."""
+    checked = check_where(where)
+    check_contains_targets(checked, metadatas)
+    return checked
 
 
 def check_contains_targets(

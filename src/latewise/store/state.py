@@ -9,7 +9,9 @@ Both live in Chroma, so every process (or a Chroma server's clients) sees the sa
   the next search reloads. Appending and counting cannot lose a write the way reading and then
   overwriting a single token can.
 - the **codec** of a compressed collection (chunked in ``NAME__lw_meta``), fitted once on the
-  first documents written and never replaced.
+  first documents written and never replaced: writers that fit one at the same time each
+  *claim* the collection's codec, Chroma keeps the first claim only, and all of them use the
+  winner's codec.
 
 This module knows Chroma and bytes, never models or tensors.
 """
@@ -17,6 +19,7 @@ This module knows Chroma and bytes, never models or tensors.
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -25,7 +28,15 @@ from latewise.errors import StoreError
 if TYPE_CHECKING:
     from latewise.store.chroma import ChromaStore
 
-__all__ = ["CODEC_KEY", "WriteLog", "get_value", "put_value"]
+__all__ = [
+    "CODEC_KEY",
+    "WriteLog",
+    "claim_value",
+    "claimed_value",
+    "get_value",
+    "has_value",
+    "put_value",
+]
 
 CODEC_KEY = "codec"
 _CHUNK = 4_000_000  # characters of base64 per record
@@ -84,3 +95,53 @@ def get_value(store: ChromaStore, key: str) -> bytes | None:
             "short); run index.repair() or `latewise repair`"
         )
     return base64.b64decode("".join(str(m["data"]) for m in metas))
+
+
+def claim_value(store: ChromaStore, key: str, token: str) -> str:
+    """Claim ``key`` for the value named ``token``; returns the token that holds it.
+
+    Chroma ignores ``add`` of an id that exists, so of several writers claiming at once exactly
+    one wins, and every one of them reads the same winner back.
+    """
+    meta = store.meta
+    claim_id = f"{key}:claim"
+    store.call(
+        lambda: meta.add(
+            ids=[claim_id],
+            embeddings=[_ONE],  # type: ignore[arg-type]
+            metadatas=[{"key": claim_id, "token": token}],
+        ),
+        write=True,
+    )
+    got = store.call(lambda: meta.get(ids=[claim_id], include=["metadatas"]))  # type: ignore[list-item]
+    return str((got["metadatas"] or [{}])[0]["token"])
+
+
+def claimed_value(store: ChromaStore, key: str, *, wait: float = 30.0) -> bytes | None:
+    """The value that holds the claim on ``key`` (waiting up to ``wait`` seconds for its writer
+    to store it), the value stored under ``key`` itself by collections of format 1, or ``None``.
+    """
+    got = store.call(lambda: store.meta.get(ids=[f"{key}:claim"], include=["metadatas"]))  # type: ignore[list-item]
+    if not got["ids"]:
+        return get_value(store, key)
+    token = str((got["metadatas"] or [{}])[0]["token"])
+    deadline = time.monotonic() + wait
+    while True:
+        value = get_value(store, f"{key}.{token}")
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"collection {store.name!r}: the writer that claimed its {key} stopped before "
+                "storing it; drop the collection (it has no documents written with it) and "
+                "add them again"
+            )
+        time.sleep(0.05)
+
+
+def has_value(store: ChromaStore, key: str) -> bool:
+    """Whether ``key`` is claimed or stored."""
+    meta = store.meta
+    keys: list[str | int | float | bool] = [f"{key}:claim", key]
+    got = store.call(lambda: meta.get(where={"key": {"$in": keys}}, limit=1))  # type: ignore[dict-item]
+    return bool(got["ids"])
