@@ -1,8 +1,10 @@
 """The ``latewise`` command line, run the way a user runs it.
 
-Most tests drive the Typer app in-process with ``CliRunner`` (real MiniLM, real Chroma, real files);
-two run real subprocesses: the installed ``latewise`` console script, and ``python -m latewise``
-(which also proves that importing the CLI loads neither torch nor Chroma).
+Most tests drive the Typer app in-process with ``CliRunner`` (real MiniLM, real Chroma, real files).
+Where import behaviour matters they run fresh subprocesses: the installed ``latewise`` console
+script, ``python -m latewise`` and ``python -m latewise.cli`` (importing the CLI loads neither torch
+nor Chroma), the commands that need no model (info, list, delete, repair, drop: no torch), and an
+empty query (refused before anything loads).
 """
 
 from __future__ import annotations
