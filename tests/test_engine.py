@@ -21,7 +21,7 @@ from latewise import (
 )
 from latewise.engine import view as view_module
 from latewise.engine.cache import ResidentRows, RowSnapshot, release_free_memory
-from latewise.engine.writer import prepare_inputs
+from latewise.engine.inputs import prepare_inputs
 from tests.fixtures.hash_encoder import HashEncoder
 
 TEXTS = [f"w{i % 9} topic{i % 4} text {i} animal{i % 8} plant{i % 5}" for i in range(80)]

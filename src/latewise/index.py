@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
+from latewise.engine.inputs import prepare_inputs
 from latewise.engine.ranker import Ranker
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
 from latewise.engine.view import CorpusView
-from latewise.engine.writer import CodecState, Writer, prepare_inputs, progress_bar
+from latewise.engine.writer import CodecState, Writer, progress_bar
 from latewise.errors import (
     DimensionMismatchError,
     DocumentNotFoundError,

@@ -1,20 +1,19 @@
 """The Chroma layout of a latewise collection.
 
-Chroma keeps one vector per record, so one latewise collection ``NAME`` is four Chroma
+Chroma keeps one vector per record, so one latewise collection ``NAME`` is five Chroma
 collections:
 
 ``NAME`` (the documents)
     One small record per document, the source of truth: its id is the document id, its Chroma
     ``document`` the text, its metadata the user's filterable metadata plus latewise's own keys
-    (all starting with ``_lw_``): the version ``_lw_ver``, the vector and row counts, the exact
-    user metadata as JSON ``_lw_meta`` and the page reference ``_lw_page``. ``where`` filters run
-    here and on the first-stage rows.
+    (see :mod:`latewise.store.records`). ``where`` filters run here and on the first-stage rows.
 ``NAME__lw_vectors`` (the first stage)
-    A few "prototype" vectors per document, each a record ``{doc}#{ver}#{j}`` carrying the
-    document id, its version and a copy of its filterable metadata, indexed by Chroma's HNSW.
+    A few "prototype" vectors per document, each a record ``{doc}#{key}#{j}`` (``key`` names
+    the write) carrying the document id, the key and a copy of its filterable metadata, indexed
+    by Chroma's HNSW.
 ``NAME__lw_blobs``
     The document's full multi-vector (float16 or residual codes) as one base64 blob, in a record
-    ``{doc}#{ver}``: written once, never changed, read for exact scoring.
+    ``{doc}#{key}``: written once, never changed, read for exact scoring.
 ``NAME__lw_meta``
     Binary state too large for collection metadata (the compression codec, chunked).
 ``NAME__lw_log``
@@ -23,8 +22,7 @@ collections:
 
 Writes go rows and blobs first, the document record last, so a document exists exactly when its
 record in ``NAME`` exists: a crash in between leaves rows and blobs that no document claims (their
-version matches no document), which searches ignore and a later write of the same content
-overwrites.
+key matches no document), which searches ignore and ``repair()`` removes.
 
 This module knows Chroma and bytes, never models or tensors.
 """
@@ -36,11 +34,11 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from latewise.errors import FilterError, InvalidInputError, StoreError
 from latewise.store.filters import RESERVED_PREFIX
+from latewise.store.records import DocRecord, RowHit, decode_record, encode_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,68 +82,6 @@ def validate_collection_name(name: str) -> str:
             "digits, '.', '_' and '-', starting and ending with a letter or digit"
         )
     return name
-
-
-@dataclass
-class DocRecord:
-    """One document as stored.
-
-    Attributes:
-        id: the document id.
-        ver: a digest of the content, metadata and encoder; names the document's rows and blob.
-        text: the text (``None`` for page images).
-        metadata: the user's metadata, exactly as given (JSON round trip).
-        page: the page reference as a plain dict, for page documents.
-        n_vectors: how many vectors the blob holds.
-        n_rows: how many first-stage rows the document has.
-        blob: the encoded multi-vector (see ``latewise.compression``), when read or written.
-        filterable: the metadata values Chroma can filter on.
-        key: names this write's rows and blob (see :attr:`stored_as`).
-    """
-
-    id: str
-    ver: str
-    text: str | None
-    metadata: dict[str, Any]
-    page: dict[str, Any] | None
-    n_vectors: int
-    n_rows: int
-    blob: bytes | None = None
-    filterable: dict[str, Any] = field(default_factory=dict)
-    key: str = ""
-
-    @property
-    def stored_as(self) -> str:
-        """What names this write of the document's rows and blob: unique per write, so deleting
-        an old write never removes the rows of a newer write of the same content (collections
-        of format 1 used the version)."""
-        return self.key or self.ver
-
-    def row_ids(self) -> list[str]:
-        """The ids of this document's first-stage rows."""
-        return row_ids(self.id, self.stored_as, self.n_rows)
-
-    @property
-    def blob_id(self) -> str:
-        """The id of this document's blob record."""
-        return blob_id(self.id, self.stored_as)
-
-
-@dataclass(frozen=True)
-class RowHit:
-    """A first-stage row found by the ANN search."""
-
-    doc_id: str
-    ver: str
-    similarity: float
-
-
-def row_ids(doc_id: str, ver: str, n_rows: int) -> list[str]:
-    return [f"{doc_id}#{ver}#{j}" for j in range(n_rows)]
-
-
-def blob_id(doc_id: str, ver: str) -> str:
-    return f"{doc_id}#{ver}"
 
 
 def _chroma_errors() -> tuple[type[BaseException], ...]:
@@ -368,7 +304,7 @@ class ChromaStore:
         metas = got.get("metadatas") or [None] * len(got["ids"])
         texts = got.get("documents") or [None] * len(got["ids"])
         for doc_id, meta, text in zip(got["ids"], metas, texts, strict=True):
-            out[doc_id] = _decode_record(self.name, doc_id, meta or {}, text)
+            out[doc_id] = decode_record(self.name, doc_id, meta or {}, text)
         return out
 
     # -- writing ----------------------------------------------------------------------------
@@ -437,7 +373,7 @@ class ChromaStore:
                     ids=[r.id for r in part],
                     embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
                     documents=[r.text if r.text is not None else "" for r in part],
-                    metadatas=[_encode_record(r) for r in part],  # type: ignore[misc]
+                    metadatas=[encode_record(r) for r in part],  # type: ignore[misc]
                 ),
                 write=True,
             )
@@ -613,39 +549,3 @@ def _filter_error(where: Mapping[str, Any] | None, exc: BaseException) -> Except
     if where:
         return FilterError(f"Chroma rejected the filter {dict(where)!r}: {exc}")
     return StoreError(f"Chroma query failed: {exc}")
-
-
-def _encode_record(rec: DocRecord) -> dict[str, Any]:
-    meta: dict[str, Any] = dict(rec.filterable)
-    meta["_lw_ver"] = rec.ver
-    if rec.key:
-        meta["_lw_key"] = rec.key
-    meta["_lw_n"] = rec.n_vectors
-    meta["_lw_rows"] = rec.n_rows
-    meta["_lw_meta"] = json.dumps(rec.metadata, sort_keys=True)
-    meta["_lw_text"] = rec.text is not None
-    if rec.page is not None:
-        meta["_lw_page"] = json.dumps(rec.page, sort_keys=True)
-    return meta
-
-
-def _decode_record(name: str, doc_id: str, meta: Mapping[str, Any], text: str | None) -> DocRecord:
-    try:
-        page = json.loads(str(meta["_lw_page"])) if "_lw_page" in meta else None
-        user = json.loads(str(meta.get("_lw_meta", "{}")))
-        return DocRecord(
-            id=doc_id,
-            ver=str(meta["_lw_ver"]),
-            text=text if meta.get("_lw_text", True) else None,
-            metadata=user,
-            page=page,
-            n_vectors=int(meta["_lw_n"]),
-            n_rows=int(meta["_lw_rows"]),
-            filterable={k: v for k, v in meta.items() if not k.startswith(RESERVED_PREFIX)},
-            key=str(meta.get("_lw_key", "")),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise StoreError(
-            f"document {doc_id!r} in collection {name!r} was not written by latewise or is "
-            f"damaged ({exc.__class__.__name__}: {exc}); delete it or rebuild the collection"
-        ) from exc
