@@ -26,6 +26,7 @@ from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
 from latewise.engine.inputs import prepare_inputs
 from latewise.engine.ranker import Ranker
+from latewise.engine.search import Searcher
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
 from latewise.engine.view import CorpusView
 from latewise.engine.writer import CodecState, Writer, progress_bar
@@ -38,8 +39,8 @@ from latewise.errors import (
 )
 from latewise.store.chroma import validate_collection_name
 from latewise.store.client import DEFAULT_PATH
-from latewise.store.filters import check_filter, check_where
-from latewise.types import Hit, PageRef, Record
+from latewise.store.filters import check_where
+from latewise.types import Hit, Record
 
 if TYPE_CHECKING:
     import torch
@@ -174,6 +175,9 @@ class LateInteractionIndex:
         )
         self.first_stage = FirstStage(self.view, n_probe)
         self.ranker = Ranker(self.view)
+        self.searcher = Searcher(
+            self.store, self.view, self.codecs, self.settings, self.first_stage, self.ranker
+        )
         self.writer = Writer(
             self.store,
             self.view,
@@ -361,33 +365,20 @@ class LateInteractionIndex:
 
         Ids that do not exist are ignored. Returns how many documents were deleted.
         """
-        from latewise.store.state import WriteLog
-
         if ids is None and where is None:
             raise InvalidInputError("delete() needs ids or where=; to drop everything use drop()")
         if isinstance(ids, str):
             raise InvalidInputTypeError("ids must be a list of strings, got a single string")
         targets = None if ids is None else list(dict.fromkeys(ids))
-        if targets is not None:
-            wrong = [i for i, x in enumerate(targets) if not isinstance(x, str)]
-            if wrong:
-                raise InvalidInputTypeError(
-                    f"ids must be strings; positions {wrong[:10]} are not", wrong
-                )
-        with self._guard():
-            if where is not None:
-                matching = self.store.ids(self._filter(where))
-                targets = (
-                    matching if targets is None else [t for t in targets if t in set(matching)]
-                )
-            records = self.store.get(targets or [])
-            if not records:
-                return 0
-            known = self.view.position
-            self.store.delete_docs(list(records))  # gone from results at once
-            self.store.delete_rows(list(records.values()))
-            self.view.apply_delete(list(records), known, WriteLog(self.store).record())
-            return len(records)
+        wrong = [i for i, x in enumerate(targets or []) if not isinstance(x, str)]
+        if wrong:
+            raise InvalidInputTypeError(
+                f"ids must be strings; positions {wrong[:10]} are not", wrong
+            )
+        if where is not None:
+            matching = self.store.ids(self.searcher.filter(where))
+            targets = matching if targets is None else [t for t in targets if t in set(matching)]
+        return self.writer.delete(targets or [])
 
     async def adelete(self, ids: Iterable[str] | None = None, **kwargs: Any) -> int:
         """Async :meth:`delete`."""
@@ -414,39 +405,15 @@ class LateInteractionIndex:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _filter(
-        self, where: Mapping[str, Any] | None, records: Mapping[str, Any] | None = None
-    ) -> dict[str, Any] | None:
-        """``where`` checked (against ``records``, or the stored documents) for Chroma."""
-        pairs = (
-            ((d, r.metadata) for d, r in records.items())
-            if records is not None
-            else ((r.id, r.metadata) for page in self.store.scan() for r in page)
-        )
-        return None if where is None else check_filter(where, pairs)
-
     def get(self, ids: Iterable[str], *, include_vectors: bool = False) -> list[Record]:
         """The stored documents among ``ids``, in the order asked (missing ids are left out)."""
         if isinstance(ids, str):
             raise InvalidInputTypeError("ids must be a list of strings, got a single string")
-        wanted = list(ids)
-        found = self.store.get(wanted, with_blob=include_vectors)
-        codec = self.codecs.current() if include_vectors and found else None
-        return [
-            Record(
-                id=rec.id,
-                text=rec.text,
-                metadata=dict(rec.metadata),
-                page=PageRef(**rec.page) if rec.page else None,
-                n_vectors=rec.n_vectors,
-                vectors=codec.decode_doc(rec.blob or b"") if codec is not None else None,
-            )
-            for rec in (found[d] for d in wanted if d in found)
-        ]
+        return self.searcher.records(list(ids), include_vectors=include_vectors)
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
         """Every document id, or those whose metadata matches ``where``."""
-        return self.store.ids(self._filter(where))
+        return self.store.ids(self.searcher.filter(where))
 
     def search(
         self,
@@ -504,24 +471,8 @@ class LateInteractionIndex:
                     f"query {i} has shape {tuple(q.shape)}; collection {self.name!r} needs "
                     f"[n, {self.dim}]"
                 )
-        self.view.refresh()
-        where = self._filter(where, self.view.records)
-        allowed = self.store.ids(where) if where is not None else None
-        if exact:
-            pool = allowed if allowed is not None else list(self.view.records)
-            return [self.ranker.exhaustive(q, pool, k) for q in queries]
         sizes = SearchSizes(self.n_rerank, self.n_candidates)
-        n = sizes.rerank(self.settings.compression is not None, k)
-        return [
-            self.ranker.rank(
-                q,
-                self.first_stage.candidates(
-                    q, n, allowed=allowed, where=where, n_wide=sizes.wide(n)
-                ),
-                k,
-            )
-            for q in queries
-        ]
+        return self.searcher.search(queries, k, where, exact=exact, sizes=sizes)
 
     def search_mmr(
         self,
@@ -534,23 +485,16 @@ class LateInteractionIndex:
         exact: bool = False,
     ) -> list[Hit]:
         """``k`` documents relevant to ``query`` and unlike each other: maximal marginal
-        relevance over the ``fetch_k`` best by MaxSim.
-
-        Relevance is the MaxSim score averaged over the query vectors; two documents are as
-        similar as their vectors' best matches in each other, averaged both ways
-        (:func:`latewise.scoring.document_similarity`); both lie in ``[-1, 1]``. The most
-        relevant document comes first, then each next one maximises ``lambda_mult * relevance -
-        (1 - lambda_mult) * (similarity to the closest one already chosen)``.
+        relevance over the ``fetch_k`` best by MaxSim (see
+        :meth:`~latewise.engine.ranker.Ranker.diversify`): the most relevant first, then each
+        next one maximising ``lambda_mult * relevance - (1 - lambda_mult) * (similarity to the
+        closest one chosen)``, relevance being MaxSim over the number of query vectors.
 
         Args:
             query: the query text, or its ``[n, dim]`` vectors from this index's encoder.
-            k: how many hits to return.
-            fetch_k: how many of the best documents to choose from (at least ``k``).
+            k, fetch_k: how many hits to return, and how many of the best to choose from.
             lambda_mult: between 0 (diversity only) and 1 (relevance only).
             where, exact: as in :meth:`search`.
-
-        Returns:
-            Hits in the order chosen, each with its exact MaxSim score and matches.
         """
         import torch
 
@@ -594,35 +538,29 @@ class LateInteractionIndex:
         errors: str = "collect",
         sync: bool = False,
     ) -> IngestReport:
-        """Index files and folders, streamed a batch at a time.
+        """Index files and folders, streamed a batch at a time (see :mod:`latewise.engine.files`).
 
-        With an image encoder (ColPali), every page of each PDF (rendered with poppler) and every
-        image becomes a document whose page image is saved in ``image_dir``. With a text encoder,
-        text files and the text of PDFs are cut into chunks of the encoder's length with its own
-        tokenizer (nothing is silently truncated). Re-indexing a file replaces its documents:
-        unchanged ones are skipped, changed ones replaced, ones it no longer has deleted.
-
-        Each document gets the metadata ``source`` (the absolute path), ``file_name`` and
-        ``page`` (pages) or ``chunk``/``start``/``end`` (text chunks), plus ``metadata``; its id
-        is ``"<source>#page=N"`` or ``"<source>#chunk=N"``.
+        With an image encoder (ColPali) every PDF page and image becomes a document (page images
+        saved in ``image_dir``); with a text encoder, text files and PDF text are cut into
+        chunks of the encoder's length with its own tokenizer. Documents get the metadata
+        ``source``, ``file_name`` and ``page`` or ``chunk``/``start``/``end`` (plus
+        ``metadata``) and the ids ``"<source>#page=N"`` / ``"<source>#chunk=N"``. Re-indexing a
+        file skips unchanged documents, replaces changed ones and deletes those it lost; with
+        ``sync``, documents of files under ``paths`` that no longer exist are deleted too.
 
         Args:
             paths: files and/or folders.
             metadata: extra metadata for every document.
-            dpi: resolution of rendered PDF pages.
+            dpi, password: PDF rendering resolution; the password of encrypted PDFs.
             recursive: search folders recursively.
-            password: the password of encrypted PDFs.
-            chunk_size, chunk_overlap: text chunking, in tokens (default: the encoder's
-                document length, and an eighth of it).
-            batch_size: documents encoded and written per batch.
-            show_progress_bar: show a progress bar of the documents indexed.
-            errors: ``"collect"`` records a file that cannot be read in the report and goes on;
+            chunk_size, chunk_overlap: text chunking in tokens (default: the encoder's length).
+            batch_size, show_progress_bar: as for :meth:`add` (the bar has an ETA).
+            errors: ``"collect"`` records unreadable files in the report and goes on;
                 ``"raise"`` stops at the first one.
-            sync: also delete the documents of files under ``paths`` that no longer exist.
 
         Returns:
-            The :class:`~latewise.ingest.IngestReport`: files read, pages/texts, failures, and
-            ``documents``, how many documents were written or confirmed.
+            The :class:`~latewise.ingest.IngestReport` (files, pages/texts, failures,
+            ``documents`` written or confirmed, ``deleted``).
         """
         from latewise.engine.files import index_files
 

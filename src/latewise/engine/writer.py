@@ -1,6 +1,7 @@
 """The write pipeline: check everything, then encode, pool, compress and store a batch at a time.
 
-``prepare`` (:mod:`latewise.engine.inputs`) -> ``encode`` -> ``pool`` -> ``codec`` -> ``prototypes`` -> ``records`` -> Chroma.
+``prepare`` (:mod:`latewise.engine.inputs`) -> ``encode`` -> ``pool`` -> ``codec`` ->
+``prototypes`` -> ``records`` -> Chroma.
 
 The whole input is checked before anything is written (types, empty texts, ids repeated
 anywhere in the call, metadata, ids that already hold other content for ``add``), so bad input
@@ -338,6 +339,19 @@ class Writer:
             width=image.width,
             height=image.height,
         )
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete the documents ``ids`` that exist: their records first (gone from results at
+        once), then this write's rows and vectors. Returns how many were deleted."""
+        with self.guard():
+            records = self.store.get(ids)
+            if not records:
+                return 0
+            known = self.view.position
+            self.store.delete_docs(list(records))
+            self.store.delete_rows(list(records.values()))
+            self.view.apply_delete(list(records), known, WriteLog(self.store).record())
+            return len(records)
 
     def repair(self, *, rebuild: bool = False) -> dict[str, int]:
         """Remove what no document claims and rebuild the first stage if it is damaged (what
