@@ -135,7 +135,9 @@ def tile_similarities(
         # Every full tile of aligned rows is aligned too (a tile is TILE_ROWS * dim * 4 bytes,
         # a multiple of 64): multiply them in place.
         done = n_rows // TILE_ROWS * TILE_ROWS
-        for t, src in zip(range(0, done, TILE_ROWS), rows[:done].split(TILE_ROWS), strict=True):
+        for t, src in zip(
+            range(0, done, TILE_ROWS), torch.split(rows[:done], TILE_ROWS), strict=True
+        ):
             torch.mm(qm, src.t(), out=product)
             sim[:, t : t + TILE_ROWS].copy_(product)
     if done < n_rows:
