@@ -6,15 +6,29 @@ collection is reached the same way whoever opens it.
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from latewise.errors import InvalidInputError, StoreError
+from latewise.store.lock import FolderLock, folder_lock
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
-__all__ = ["client_from_description", "describe_client", "make_client", "parse_server"]
+__all__ = [
+    "EmbeddedClient",
+    "EmbeddedCollection",
+    "client_from_description",
+    "describe_client",
+    "embedded_folder",
+    "guard_client",
+    "make_client",
+    "parse_server",
+]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
 
@@ -36,9 +50,17 @@ def parse_server(server: str) -> tuple[str, int]:
 
 
 def make_client(
-    path: str | Path | None = None, *, server: str | None = None, ephemeral: bool = False
+    path: str | Path | None = None,
+    *,
+    server: str | None = None,
+    ephemeral: bool = False,
+    lock_timeout: float = 60.0,
 ) -> ClientAPI:
     """A Chroma client: embedded in ``path``, a server at ``server`` ("host:port"), or in memory.
+
+    An embedded client is an :class:`EmbeddedClient`: safe to share a folder between processes
+    (each call holds the folder's lock, waiting up to ``lock_timeout`` seconds for another
+    process's write).
 
     Raises:
         InvalidInputError: several of ``path``, ``server`` and ``ephemeral``, or ``path`` names
@@ -74,9 +96,11 @@ def make_client(
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(folder), settings=settings)
-    except Exception as exc:  # a damaged or foreign folder, a newer Chroma's files, no rights
-        raise StoreError(f"cannot open the Chroma database at {folder}: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot create the Chroma database folder {folder}: {exc}") from exc
+    client = EmbeddedClient(folder, lock_timeout)
+    client.heartbeat()  # opens the folder now, so a damaged one fails here
+    return cast("ClientAPI", client)
 
 
 def describe_client(client: ClientAPI, path: str | Path | None = None) -> dict[str, Any]:
@@ -124,3 +148,249 @@ def client_from_description(location: dict[str, Any]) -> ClientAPI:
             **kwargs,
         )
     raise InvalidInputError(f"unknown Chroma client description {location!r}")
+
+
+#: Client and collection methods that only read; every other method is taken for a write.
+_CLIENT_READS = frozenset(
+    {
+        "count_collections",
+        "get_collection",
+        "get_database",
+        "get_max_batch_size",
+        "get_tenant",
+        "get_user_identity",
+        "get_version",
+        "heartbeat",
+        "list_collections",
+        "list_databases",
+    }
+)
+_COLLECTION_READS = frozenset({"count", "get", "get_indexing_status", "peek", "query", "search"})
+_COLLECTION_WRITES = frozenset({"add", "delete", "modify", "update", "upsert"})
+#: Plain values read without touching the folder.
+_CLIENT_VALUES = frozenset({"database", "get_settings", "tenant"})
+
+
+def _persistent(folder: Path) -> ClientAPI:
+    import chromadb
+    from chromadb.config import Settings
+
+    return chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
+
+
+def _unshare(folder: Path) -> None:
+    """Make the next ``PersistentClient`` of ``folder`` start a new Chroma system.
+
+    Chroma shares one system (and its in-memory indexes) between the clients of one folder in a
+    process; a stale one must not be handed out again. Its clients keep working on it.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(folder), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
+
+
+class _Folder:
+    """This process's current Chroma client of one folder, reopened when another process wrote."""
+
+    def __init__(self, lock: FolderLock) -> None:
+        self.lock = lock
+        self.client: ClientAPI | None = None
+        self.epoch = 0
+        lock.on_stale(self.reopen)
+
+    def reopen(self) -> None:
+        """Drop the (possibly stale) client and open the folder afresh (under the lock)."""
+        old, self.client = self.client, None
+        if old is not None:
+            try:
+                old.close()
+            except Exception as exc:  # closing a client that is going away anyway
+                logger.debug("closing the previous client of %s: %s", self.lock.folder, exc)
+        _unshare(self.lock.folder)
+        try:
+            self.client = _persistent(self.lock.folder)
+        except Exception as exc:  # a damaged or foreign folder, a newer Chroma's files, no rights
+            raise StoreError(
+                f"cannot open the Chroma database at {self.lock.folder}: {exc}"
+            ) from exc
+        self.epoch += 1
+
+    def current(self) -> ClientAPI:
+        if self.client is None:  # only after a failed reopen
+            self.reopen()
+        assert self.client is not None
+        return self.client
+
+
+_folders: dict[Path, _Folder] = {}
+_folders_guard = threading.Lock()
+
+
+def _folder(path: Path) -> _Folder:
+    lock = folder_lock(path)
+    with _folders_guard:
+        state = _folders.get(lock.folder)
+        if state is None or state.lock is not lock:  # a new lock after a fork
+            state = _folders[lock.folder] = _Folder(lock)
+        return state
+
+
+def _chroma_failure(folder: Path, exc: BaseException) -> StoreError:
+    return StoreError(
+        f"Chroma failed on the embedded folder {str(folder)!r} ({exc}): its vector indexes do "
+        "not match its records. That happens when another program wrote the folder without "
+        "latewise's lock (a plain chromadb client, or an older latewise in another process). "
+        "Run index.repair() (or `latewise repair`) to rebuild the first stage from the stored "
+        "documents, and use a Chroma server (`chroma run --path DIR`) when several processes "
+        "write"
+    )
+
+
+class _Guarded:
+    """Shared by the client and collection wrappers: run a call under the folder's lock."""
+
+    _state: _Folder
+    _timeout: float
+
+    def _run(self, reads: bool, fn: Any) -> Any:
+        from chromadb.errors import InternalError
+
+        hold = self._state.lock.read if reads else self._state.lock.write
+        with hold(self._timeout):
+            try:
+                return fn()
+            except InternalError as exc:
+                raise _chroma_failure(self._state.lock.folder, exc) from exc
+
+
+class EmbeddedClient(_Guarded):
+    """A Chroma ``PersistentClient`` on ``folder`` that is safe to use from several processes.
+
+    Every call holds the folder's :class:`~latewise.store.lock.FolderLock` (shared to read,
+    exclusive to write) and runs on this process's current client of the folder, reopened when
+    another process wrote meanwhile; collections it returns do the same. Anything else a
+    ``ClientAPI`` offers is passed through.
+
+    Args:
+        folder: the embedded Chroma folder.
+        timeout: seconds a call waits for another process's write (a write: also for reads).
+    """
+
+    def __init__(self, folder: str | Path, timeout: float = 60.0) -> None:
+        self._state = _folder(Path(folder))
+        self._timeout = float(timeout)
+        self.folder = self._state.lock.folder
+
+    def __repr__(self) -> str:
+        return f"EmbeddedClient({str(self.folder)!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in _CLIENT_VALUES:
+            return self._run(True, lambda: getattr(self._state.current(), name))
+        reads = name in _CLIENT_READS
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._wrap(self._run(reads, lambda: getattr(self._state.current(), name)(*args, **kwargs)))
+
+        return call
+
+    def _wrap(self, value: Any) -> Any:
+        from chromadb.api.models.Collection import Collection
+
+        if isinstance(value, Collection):
+            return EmbeddedCollection(self, value)
+        return value
+
+    def get_or_create_collection(self, name: str, **kwargs: Any) -> EmbeddedCollection:
+        """The collection ``name``, created if missing (a write only when it is created)."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            got = self._run(
+                True,
+                lambda: self._state.current().get_collection(
+                    name, embedding_function=kwargs.get("embedding_function")
+                ),
+            )
+        except NotFoundError:
+            got = self._run(
+                False, lambda: self._state.current().get_or_create_collection(name, **kwargs)
+            )
+        return EmbeddedCollection(self, got)
+
+
+class EmbeddedCollection(_Guarded):
+    """A collection of an :class:`EmbeddedClient`: every call holds the folder's lock and runs on
+    the collection as this process's current client sees it (looked up again after a reopen)."""
+
+    def __init__(self, owner: EmbeddedClient, collection: Any) -> None:
+        self._state = owner._state
+        self._timeout = owner._timeout
+        self._name = str(collection.name)
+        self._function = getattr(collection, "_embedding_function", None)
+        self._col = collection
+        self._epoch = self._state.epoch
+
+    def __repr__(self) -> str:
+        return f"EmbeddedCollection({self._name!r})"
+
+    def _current(self) -> Any:
+        """The collection in the current client (call under the lock)."""
+        if self._epoch != self._state.epoch:
+            self._col = self._state.current().get_collection(
+                self._name, embedding_function=self._function
+            )
+            self._epoch = self._state.epoch
+        return self._col
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in _COLLECTION_READS and name not in _COLLECTION_WRITES:
+            value = self._run(True, lambda: getattr(self._current(), name))
+            if not callable(value):
+                return value
+        reads = name in _COLLECTION_READS
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = self._run(reads, lambda: getattr(self._current(), name)(*args, **kwargs))
+            if name == "modify" and "name" in kwargs and kwargs["name"]:
+                self._name = str(kwargs["name"])
+            return out
+
+        return call
+
+    @property
+    def name(self) -> str:
+        """The collection's name."""
+        return self._name
+
+
+def embedded_folder(client: Any) -> Path | None:
+    """The folder of an embedded (persistent) Chroma client; ``None`` for others."""
+    if isinstance(client, EmbeddedClient):
+        return client.folder
+    try:
+        settings = client.get_settings()
+    except Exception:  # not a Chroma client we know how to read
+        return None
+    if getattr(settings, "is_persistent", False) and getattr(settings, "persist_directory", None):
+        if getattr(settings, "chroma_api_impl", "").endswith(("RustBindingsAPI", "SegmentAPI")):
+            return Path(settings.persist_directory)
+    return None
+
+
+def guard_client(client: ClientAPI, lock_timeout: float = 60.0) -> ClientAPI:
+    """``client`` made safe to share its folder between processes: an embedded (persistent)
+    client becomes an :class:`EmbeddedClient` of its folder (which opens the folder afresh, so
+    this process's later writes cannot be undone by the stale indexes the given client may hold);
+    any other client (a server's, an in-memory one) is returned as it is."""
+    if isinstance(client, EmbeddedClient):
+        return client
+    folder = embedded_folder(client)
+    if folder is None:
+        return client
+    return cast("ClientAPI", EmbeddedClient(folder, lock_timeout))
