@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from latewise import LateInteractionIndex
-from latewise.errors import ConcurrentWriteError
+from latewise.errors import ConcurrentWriteError, StoreError
 from latewise.store.lock import WriteLock
 from tests.fixtures.hash_encoder import HashEncoder
 from tests.scripts.index_worker import QUERIES, open_index
-from tests.scripts.multiprocess_worker import notes
+from tests.scripts.multiprocess_worker import HNSW, notes
 from tests.test_durability import assert_no_partial_documents
 
 WORKER = Path(__file__).parent / "scripts" / "multiprocess_worker.py"
@@ -50,13 +50,14 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_processes_adding_and_searching_at_once_lose_nothing(
-    target: str, collection_name: str
+    target: str, collection_name: str, tmp_path: Path
 ) -> None:
     """Two processes (three on a server) add 100 documents each and search after every batch of
     25, at the same time; none fails, and afterwards another process finds every document, every
     first-stage row and every stored vector, and searches (first stage and exact)."""
     n_procs = 3 if ":" in target else 2
-    procs = [start("churn", target, collection_name, "100", f"p{i}") for i in range(n_procs)]
+    meet = [str(tmp_path / "barrier"), str(n_procs)]
+    procs = [start("churn", target, collection_name, "100", f"p{i}", *meet) for i in range(n_procs)]
     results = [finish(p) for p in procs]
     assert all(r["done"] == 100 for r in results)
     assert max(r["len"] for r in results) == 100 * n_procs  # the last one to finish saw them all
@@ -79,7 +80,7 @@ def test_a_process_sees_and_keeps_what_another_wrote_meanwhile(tmp_path: Path) -
     Chroma indexes now in memory), another process adds documents, then this one reads and adds
     again; nothing of either is lost, here or in a third process."""
     path = str(tmp_path / "db")
-    index = open_index(path, "shared")
+    index = open_index(path, "shared", hnsw=HNSW)
     texts, ids = notes("mine", 0, 30)
     index.add(texts, ids=ids)
     assert index.search(QUERIES[0], k=5)
@@ -115,7 +116,8 @@ def test_access_blocked_past_the_timeout_gets_the_typed_error(tmp_path: Path) ->
         message = str(info.value)
         assert str(path.resolve()) in message
         assert f"process {holder.pid}" in message
-        assert "chroma run" in message and "0.5 s" in message
+        assert "chroma run" in message
+        assert "0.5 s" in message
         with pytest.raises(ConcurrentWriteError, match=f"process {holder.pid}"):
             index.search("first", k=1)
         with pytest.raises(ConcurrentWriteError):
@@ -128,8 +130,9 @@ def test_access_blocked_past_the_timeout_gets_the_typed_error(tmp_path: Path) ->
 
 
 def test_lock_in_one_process_is_reentrant_and_excludes_other_threads(tmp_path: Path) -> None:
-    """A write inside a write and a read inside a write hold it once; another thread's write
-    or read waits for it, and gives up with the typed error after its timeout."""
+    """A write inside a write and a read inside a write or a read hold it once; another thread's
+    write or read waits for a write and gives up with the typed error after its timeout; a write
+    inside a read of the same thread is refused at once."""
     lock = WriteLock(tmp_path / "db", timeout=0.2)
     errors: list[BaseException] = []
 
@@ -148,8 +151,75 @@ def test_lock_in_one_process_is_reentrant_and_excludes_other_threads(tmp_path: P
             thread.join()
     assert len(errors) == 2
     assert lock.holder() is None  # no writer now
-    with lock.read():  # and free again, from any thread
+    with lock.read(), lock.read():  # free again; reads share, also nested and across threads
         thread = threading.Thread(target=other, args=(True,))
         thread.start()
         thread.join()
+        with pytest.raises(StoreError, match="inside a read"), lock():
+            pass
     assert len(errors) == 2
+
+
+STALE_RAW_WRITER = """
+import sys, chromadb
+from chromadb.config import Settings
+client = chromadb.PersistentClient(path=sys.argv[1], settings=Settings(anonymized_telemetry=False))
+rows = client.get_collection(sys.argv[2])
+one = [[1.0] * int(sys.argv[3])]
+meta = [{"_lw_doc": "x", "_lw_ver": "v"}]
+rows.add(ids=["x#v#0"], embeddings=one, metadatas=meta)  # its index now in memory
+print("ready", flush=True)
+sys.stdin.readline()
+rows.add(ids=["x#v#1"], embeddings=one, metadatas=meta)
+"""
+
+
+def test_a_folder_damaged_by_an_unlocked_writer_says_so_and_repair_mends_it(
+    tmp_path: Path,
+) -> None:
+    """A plain chromadb client in another process (no latewise lock) writes the first stage
+    from a stale in-memory index, which drops rows latewise wrote meanwhile. A fresh process
+    then gets latewise's ``StoreError`` naming the fix, not Chroma's internal error, and
+    ``repair()`` makes the collection search again."""
+    path = tmp_path / "db"
+    # Chroma persists an HNSW index (and drops the log it was built from) every
+    # ``sync_threshold`` rows: 1,000 by default, 2 here, so 40 documents show what 1,000 would.
+    hnsw = {"sync_threshold": 2, "batch_size": 2}
+    index = LateInteractionIndex(HashEncoder(), path=path, collection="damaged", hnsw=hnsw)
+    index.add(*notes("a", 0, 20))
+    stale = subprocess.Popen(
+        [sys.executable, "-c", STALE_RAW_WRITER, str(path), "damaged__lw_vectors", str(index.dim)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert stale.stdout is not None
+    assert stale.stdin is not None
+    assert stale.stdout.readline().strip() == "ready", stale.stderr.read() if stale.stderr else ""
+    index.add(*notes("b", 0, 20))  # rows the stale writer's index does not have
+    _, err = stale.communicate("go\n", timeout=120)
+    assert stale.returncode == 0, err
+
+    search = search_in_another_process(path, "damaged")
+    assert search.returncode != 0
+    last = search.stderr.strip().splitlines()[-1]
+    assert last.startswith("latewise.errors.StoreError"), search.stderr[-2000:]
+    assert "vector indexes do not match its records" in last
+    assert "repair()" in last
+
+    assert index.repair()["documents"] == 40
+    search = search_in_another_process(path, "damaged")
+    assert search.returncode == 0, search.stderr[-2000:]
+    assert json.loads(search.stdout)["__len__"] == 40
+    assert_no_partial_documents(index)
+
+
+def search_in_another_process(path: Path, collection: str) -> subprocess.CompletedProcess[str]:
+    worker = Path(__file__).parent / "scripts" / "index_worker.py"
+    return subprocess.run(
+        [sys.executable, str(worker), "search", str(path), collection, "0"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )

@@ -98,9 +98,9 @@ def make_client(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the Chroma database folder {folder}: {exc}") from exc
-    client = EmbeddedClient(folder, lock_timeout)
-    client.heartbeat()  # opens the folder now, so a damaged one fails here
-    return cast("ClientAPI", client)
+    embedded = EmbeddedClient(folder, lock_timeout)
+    embedded.heartbeat()  # opens the folder now, so a damaged one fails here
+    return cast("ClientAPI", embedded)
 
 
 def describe_client(client: ClientAPI, path: str | Path | None = None) -> dict[str, Any]:
@@ -175,7 +175,8 @@ def _persistent(folder: Path) -> ClientAPI:
     import chromadb
     from chromadb.config import Settings
 
-    return chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
+    settings = Settings(anonymized_telemetry=False)
+    return chromadb.PersistentClient(path=str(folder), settings=settings)
 
 
 def _unshare(folder: Path) -> None:
@@ -204,7 +205,7 @@ class _Folder:
         old, self.client = self.client, None
         if old is not None:
             try:
-                old.close()
+                old.close()  # type: ignore[attr-defined]  # Client has it, ClientAPI does not
             except Exception as exc:  # closing a client that is going away anyway
                 logger.debug("closing the previous client of %s: %s", self.lock.folder, exc)
         _unshare(self.lock.folder)
@@ -256,8 +257,10 @@ class _Guarded:
     def _run(self, reads: bool, fn: Any) -> Any:
         from chromadb.errors import InternalError
 
-        hold = self._state.lock.read if reads else self._state.lock.write
-        with hold(self._timeout):
+        lock = self._state.lock
+        with lock.read(self._timeout) if reads else lock.write(self._timeout):
+            if not reads:
+                lock.mark_written()
             try:
                 return fn()
             except InternalError as exc:
@@ -293,7 +296,8 @@ class EmbeddedClient(_Guarded):
         reads = name in _CLIENT_READS
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._wrap(self._run(reads, lambda: getattr(self._state.current(), name)(*args, **kwargs)))
+            run = lambda: getattr(self._state.current(), name)(*args, **kwargs)  # noqa: E731
+            return self._wrap(self._run(reads, run))
 
         return call
 
@@ -377,9 +381,11 @@ def embedded_folder(client: Any) -> Path | None:
         settings = client.get_settings()
     except Exception:  # not a Chroma client we know how to read
         return None
-    if getattr(settings, "is_persistent", False) and getattr(settings, "persist_directory", None):
-        if getattr(settings, "chroma_api_impl", "").endswith(("RustBindingsAPI", "SegmentAPI")):
-            return Path(settings.persist_directory)
+    local = str(getattr(settings, "chroma_api_impl", "")).endswith(
+        ("RustBindingsAPI", "SegmentAPI")
+    )
+    if local and getattr(settings, "is_persistent", False) and settings.persist_directory:
+        return Path(settings.persist_directory)
     return None
 
 

@@ -16,10 +16,10 @@ and process):
   server, which takes many writers);
 - **reads** hold the same file shared (``fcntl.flock``; where that is missing, exclusively),
   so they never overlap another process's write;
-- every writer stamps ``<folder>/latewise.lock.token`` with a fresh token when it takes the
-  lock. A process that takes the lock and finds a token other than the one its client saw
-  reopens its client first (the ``refresh`` callback), so it neither reads nor writes back a
-  stale index.
+- a writer stamps ``<folder>/latewise.lock.token`` with a fresh token before its first change
+  (:meth:`FolderLock.mark_written`). A process that takes the lock and finds a token other than
+  the one its client saw reopens its client first (the ``refresh`` callback), so it neither
+  reads nor writes back a stale index.
 
 A Chroma server needs none of this: it is one process however many clients it has.
 """
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from latewise.errors import ConcurrentWriteError
+from latewise.errors import ConcurrentWriteError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class FolderLock:
     the threads of this process; see the module docstring. Get it with :func:`folder_lock`.
 
     Within this process, reads share, a write excludes everything, a waiting write keeps new
-    reads out, and a write inside a write (same thread) or a read inside a write is free.
+    reads out, and a write inside a write, a read inside a write and a read inside a read (same
+    thread) hold it once; a write inside a read of the same thread raises.
 
     Args:
         folder: the embedded Chroma folder (created if missing).
@@ -80,7 +81,9 @@ class FolderLock:
         self._waiting_writers = 0
         self._shared_fd: int | None = None
         self._seen: str | None = None  # the token this process's client reflects
+        self._stamped = False  # whether the current write hold stamped a new token
         self._refresh: list[Callable[[], None]] = []
+        self._local = threading.local()  # .reads: this thread's read depth
 
     # -- freshness ----------------------------------------------------------------------------
 
@@ -109,13 +112,23 @@ class FolderLock:
                 refresh()
             self._seen = token
 
-    def _stamp(self) -> None:
+    def mark_written(self) -> None:
+        """Stamp the folder with a new token before this thread's first change in its write hold,
+        so other processes reopen before their next access (a write that only read changes
+        nothing and stamps nothing).
+
+        Raises:
+            StoreError: this thread does not hold the folder for a write.
+        """
+        if self._writer != threading.get_ident():
+            raise StoreError(f"a change to {str(self.folder)!r} was made outside a write hold")
+        if self._stamped:
+            return
         token = uuid.uuid4().hex
         tmp = self.folder / f"{_TOKEN_NAME}.{os.getpid()}"
         tmp.write_text(token)
         os.replace(tmp, self.folder / _TOKEN_NAME)
-        self._seen = token
-        (self.folder / _HOLDER_NAME).write_text(str(os.getpid()))
+        self._seen, self._stamped = token, True
 
     def holder(self) -> int | None:
         """The id of the process writing now, when known."""
@@ -128,7 +141,10 @@ class FolderLock:
 
     def _timeout(self, timeout: float, reading: bool) -> ConcurrentWriteError:
         pid = self.holder()
-        who = f"process {pid}" if pid and pid != os.getpid() else "another process"
+        if pid == os.getpid():
+            who = "another thread of this process"
+        else:
+            who = f"process {pid}" if pid else "another process"
         doing = "read" if reading else "write to"
         return ConcurrentWriteError(
             f"could not {doing} the embedded Chroma folder {str(self.folder)!r} within "
@@ -156,6 +172,11 @@ class FolderLock:
         """
         me = threading.get_ident()
         deadline = time.monotonic() + timeout
+        if getattr(self._local, "reads", 0):
+            raise StoreError(
+                f"a write to {str(self.folder)!r} was started inside a read of it on the same "
+                "thread; finish the read first"
+            )
         with self._cond:
             if self._writer == me:
                 self._depth += 1
@@ -185,7 +206,8 @@ class FolderLock:
             self._acquire_exclusive(deadline, timeout)
             try:
                 self._freshen()
-                self._stamp()
+                self._stamped = False
+                (self.folder / _HOLDER_NAME).write_text(str(os.getpid()))
             except BaseException:
                 self._release_exclusive()
                 raise
@@ -211,6 +233,14 @@ class FolderLock:
         """
         me = threading.get_ident()
         deadline = time.monotonic() + timeout
+        depth = getattr(self._local, "reads", 0)
+        if depth:  # a read inside a read of this thread holds it once
+            self._local.reads = depth + 1
+            try:
+                yield
+            finally:
+                self._local.reads = depth
+            return
         with self._cond:
             if self._writer == me:
                 first = None
@@ -246,9 +276,11 @@ class FolderLock:
                 self._busy = False
                 self._readers += 1
                 self._cond.notify_all()
+        self._local.reads = 1
         try:
             yield
         finally:
+            self._local.reads = 0
             with self._cond:
                 self._readers -= 1
                 if not self._readers:
@@ -265,7 +297,7 @@ class FolderLock:
             if gate is not None and not _poll(gate, fcntl.LOCK_EX, deadline):
                 raise self._timeout(timeout, reading=False)
             try:
-                self._file.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.005)
+                self._file.acquire(timeout=_left(deadline), poll_interval=_POLL[0] * 5)
             except Timeout:
                 raise self._timeout(timeout, reading=False) from None
         finally:
@@ -283,7 +315,7 @@ class FolderLock:
             from filelock import Timeout
 
             try:
-                self._file.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.005)
+                self._file.acquire(timeout=_left(deadline), poll_interval=_POLL[0] * 5)
             except Timeout:
                 raise self._timeout(timeout, reading=True) from None
             return
@@ -311,6 +343,10 @@ class FolderLock:
         return os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o644)
 
 
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
 def _poll(fd: int, mode: int, deadline: float) -> bool:
     """Take ``flock(mode)`` on ``fd`` before ``deadline``; whether it was taken."""
     pause = _POLL[0]
@@ -321,7 +357,7 @@ def _poll(fd: int, mode: int, deadline: float) -> bool:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(pause, _left(deadline)))
             pause = min(pause * 2, _POLL[1])
 
 
