@@ -167,6 +167,8 @@ _CLIENT_READS = frozenset(
 )
 _COLLECTION_READS = frozenset({"count", "get", "get_indexing_status", "peek", "query", "search"})
 _COLLECTION_WRITES = frozenset({"add", "delete", "modify", "update", "upsert"})
+#: The wrappers' own attributes.
+_OWN = frozenset({"_col", "_epoch", "_function", "_name", "_state", "_timeout", "folder"})
 #: Plain values read without touching the folder.
 _CLIENT_VALUES = frozenset({"database", "get_settings", "tenant"})
 
@@ -289,9 +291,9 @@ class EmbeddedClient(_Guarded):
         return f"EmbeddedClient({str(self.folder)!r})"
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("__") or name in _OWN:  # the latter: not set up yet (copies)
             raise AttributeError(name)
-        if name in _CLIENT_VALUES:
+        if name in _CLIENT_VALUES or name.startswith("_"):
             return self._run(True, lambda: getattr(self._state.current(), name))
         reads = name in _CLIENT_READS
 
@@ -351,7 +353,7 @@ class EmbeddedCollection(_Guarded):
         return self._col
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("__") or name in _OWN:
             raise AttributeError(name)
         if name not in _COLLECTION_READS and name not in _COLLECTION_WRITES:
             value = self._run(True, lambda: getattr(self._current(), name))
