@@ -2,6 +2,11 @@
 
 The index, the CLI and the LlamaIndex retriever's ``persist`` all go through here, so a
 collection is reached the same way whoever opens it.
+
+An embedded folder is reached through an :class:`EmbeddedClient`: every call holds the folder's
+lock (shared to read, exclusive to write) and runs on this process's current Chroma client of
+the folder, which is reopened when another process wrote meanwhile (see
+:mod:`latewise.store.lock` for why Chroma needs that).
 """
 
 from __future__ import annotations
