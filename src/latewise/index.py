@@ -96,8 +96,9 @@ class LateInteractionIndex:
             an existing collection (loaded only when something must be encoded).
         path: folder of an embedded Chroma (``PersistentClient``); ``./.latewise`` when neither
             ``path``, ``client`` nor ``ephemeral`` is given. One process writes it at a time
-            (an inter-process lock; see ``lock_timeout``).
-        client: any Chroma client (e.g. ``chromadb.HttpClient`` for a server: many writers).
+            and nobody reads it during a write (an inter-process lock; see ``lock_timeout``).
+        client: any Chroma client (e.g. ``chromadb.HttpClient`` for a server: many writers); an
+            embedded ``PersistentClient`` is replaced by a locked client of its folder.
         collection: the collection name (3-500 characters: letters, digits, ``.``, ``_``, ``-``).
         ephemeral: use an in-memory ``EphemeralClient`` (nothing persists).
         compression, pool_factor, prototypes, hnsw: storage settings (see :class:`IndexSettings`);
@@ -112,7 +113,8 @@ class LateInteractionIndex:
             pixels); defaults to ``<path>/pages/<collection>``.
         cache_bytes: upper bound of the in-memory cache of full vectors (``None``: no bound).
         show_progress_bar: show progress bars when adding.
-        lock_timeout: seconds a write waits for another process writing the same embedded folder.
+        lock_timeout: seconds an access to an embedded folder waits for another process's write
+            (a write also waits for reads) before it raises ``ConcurrentWriteError``.
     """
 
     def __init__(
@@ -138,7 +140,7 @@ class LateInteractionIndex:
         lock_timeout: float = 60.0,
     ) -> None:
         from latewise.ingest.conventions import page_image_dir
-        from latewise.store.client import make_client
+        from latewise.store.client import embedded_folder, guard_client, make_client
         from latewise.store.lock import WriteLock
 
         if client is not None and (path is not None or ephemeral):
@@ -151,8 +153,13 @@ class LateInteractionIndex:
         self.show_progress_bar = show_progress_bar
         self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
         validate_collection_name(collection)  # before any client is made
-        self.client = client if client is not None else make_client(self.path, ephemeral=ephemeral)
-        self._guard: Any = WriteLock(self.path, lock_timeout) if self.path else nullcontext
+        self.client = (
+            guard_client(client, lock_timeout)
+            if client is not None
+            else make_client(self.path, ephemeral=ephemeral, lock_timeout=lock_timeout)
+        )
+        folder = embedded_folder(self.client)  # an embedded folder: every access holds its lock
+        self._guard: Any = WriteLock(folder, lock_timeout) if folder else nullcontext
         self.image_dir = (
             Path(image_dir)
             if image_dir is not None

@@ -29,8 +29,10 @@ def corpus(n: int) -> list[str]:
     ]
 
 
-def open_index(target: str, collection: str, batch: int = 256) -> LateInteractionIndex:
-    kw: dict[str, Any] = {"collection": collection, "batch_size": batch, "n_rerank": 8}
+def open_index(
+    target: str, collection: str, batch: int = 256, **settings: Any
+) -> LateInteractionIndex:
+    kw: dict[str, Any] = {"collection": collection, "batch_size": batch, "n_rerank": 8, **settings}
     if ":" in target and not Path(target).exists():
         import chromadb
 
