@@ -373,7 +373,7 @@ class Writer:
             if not rebuild:
                 try:
                     present = self.store.row_ids_stored()
-                    self.store.probe_rows()
+                    self.store.check_rows()
                 except StoreError:
                     logger.warning("the first stage of %s is damaged: rebuilding", self.store.name)
                     rebuild = True

@@ -410,11 +410,15 @@ class ChromaStore:
                 return found
             offset += page_size
 
-    def probe_rows(self) -> None:
-        """Query the first-stage index once (raises :class:`StoreError` if it is damaged)."""
-        got = self.call(lambda: self.vectors.get(limit=1, include=["embeddings"]))  # type: ignore[list-item]
-        if got["ids"]:
-            self.call(lambda: self.vectors.query(query_embeddings=got["embeddings"], n_results=1))
+    def check_rows(self) -> None:
+        """Read every first-stage vector and query the index once (raises :class:`StoreError`
+        when the collection is damaged)."""
+        first = None
+        for _, vectors in self.load_rows():
+            if first is None and len(vectors):
+                first = vectors[:1]
+        if first is not None:
+            self.call(lambda: self.vectors.query(query_embeddings=first, n_results=1))
 
     def delete_rows_by_id(self, ids: Sequence[str]) -> None:
         """Remove first-stage rows by their record ids."""

@@ -110,7 +110,7 @@ def make_client(
         folder.mkdir(parents=True, exist_ok=True)
         embedded = EmbeddedClient(folder, lock_timeout)
         embedded.heartbeat()  # opens the folder now, so a damaged one fails here
-    except (OSError, StoreError) as exc:
+    except OSError as exc:
         raise StoreError(f"cannot open the Chroma database at {folder}: {exc}") from exc
     return cast("ClientAPI", embedded)
 
