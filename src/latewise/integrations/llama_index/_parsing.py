@@ -9,7 +9,7 @@ ColPali-family encoder reads a whole page at once, so each image document become
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.ingestion import run_transformations
@@ -47,12 +47,13 @@ def check_documents(documents: object) -> None:
 def parse_documents(
     documents: Sequence[Document],
     encoder: Encoder,
-    transformations: list[TransformComponent],
+    transformations: Callable[[], list[TransformComponent]],
     *,
     show_progress: bool = False,
 ) -> list[BaseNode]:
-    """The nodes of ``documents`` for ``encoder``: through ``transformations``, or for an image
-    encoder without any, one ``ImageNode`` per document.
+    """The nodes of ``documents`` for ``encoder``: through the transformations (built by
+    ``transformations()`` once the documents are checked), or for an image encoder without
+    any, one ``ImageNode`` per document.
 
     Raises:
         InvalidInputTypeError: not a list of documents, or image documents without text for a
@@ -61,9 +62,10 @@ def parse_documents(
     check_documents(documents)
     if encoder.modality == "text":
         _check_readable_as_text(documents, encoder)
-    if encoder.modality == "image" and not transformations:
+    steps = transformations()
+    if encoder.modality == "image" and not steps:
         return [_image_node_from_document(d, i) for i, d in enumerate(documents)]
-    return list(run_transformations(list(documents), transformations, show_progress=show_progress))
+    return list(run_transformations(list(documents), steps, show_progress=show_progress))
 
 
 def _check_readable_as_text(documents: Sequence[Document], encoder: Encoder) -> None:

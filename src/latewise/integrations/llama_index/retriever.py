@@ -331,9 +331,11 @@ class LateInteractionRetriever(BaseRetriever):
         self, documents: Sequence[Document], *, show_progress: bool = False
     ) -> list[BaseNode]:
         """Turn documents into the nodes :meth:`insert` would add."""
-        check_documents(documents)
         return parse_documents(
-            documents, self.index.encoder, self.transformations, show_progress=show_progress
+            documents,
+            self.index.encoder,
+            lambda: self.transformations,
+            show_progress=show_progress,
         )
 
     def insert_nodes(self, nodes: Sequence[BaseNode], *, show_progress: bool = False) -> list[str]:
