@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from latewise.compression._checks import at_position, check_matrix
 from latewise.compression._format import (
     DOC_HEADER,
     KIND_FLOAT16,
@@ -32,8 +33,8 @@ from latewise.errors import (
     DimensionMismatchError,
     EmptyInputError,
     InvalidInputError,
-    InvalidInputTypeError,
     StoreError,
+    check_positive,
 )
 
 if TYPE_CHECKING:
@@ -119,8 +120,7 @@ class Float16Codec:
     kind: ClassVar[str] = "float16"
 
     def __init__(self, dim: int) -> None:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        check_positive("dim", dim)
         self._dim = dim
 
     @property
@@ -149,18 +149,8 @@ class Float16Codec:
         return hash((self.kind, self._dim))
 
     def _check(self, vectors: object, position: int | None = None) -> torch.Tensor:
-        where = "" if position is None else f" at position {position}"
-        pos = [] if position is None else [position]
-        if not isinstance(vectors, torch.Tensor):
-            raise InvalidInputTypeError(
-                f"vectors{where} must be a [n, dim] tensor, got {type(vectors).__name__}", pos
-            )
-        if vectors.dim() != 2 or not vectors.is_floating_point():
-            raise InvalidInputError(
-                f"vectors{where} must be a 2-D float tensor, got {vectors.dtype} "
-                f"{tuple(vectors.shape)}",
-                pos,
-            )
+        vectors = check_matrix(vectors, position)
+        where, pos = at_position(position)
         if vectors.shape[1] != self._dim:
             raise DimensionMismatchError(
                 f"vectors{where} have dim {vectors.shape[1]}, the codec stores dim {self._dim}"
@@ -197,7 +187,7 @@ class Float16Codec:
         for i, blob in enumerate(blobs):
             pos = i if positions else None
             head = read_doc_header(blob, pos)
-            where = "" if pos is None else f" at position {pos}"
+            where, _ = at_position(pos)
             if head.kind != KIND_FLOAT16:
                 raise StoreError(
                     f"vector blob{where} holds residual-compressed vectors but this codec reads "
