@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from latewise.compression._format import at_position
 from latewise.errors import InvalidInputError, InvalidInputTypeError
 
 __all__ = ["at_position", "check_matrix"]
-
-
-def at_position(position: int | None) -> tuple[str, list[int]]:
-    """``(" at position i", [i])`` for messages and error positions; empty for ``None``."""
-    if position is None:
-        return "", []
-    return f" at position {position}", [position]
 
 
 def check_matrix(

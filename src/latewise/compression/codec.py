@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from latewise.compression._checks import at_position, check_matrix
+from latewise.compression._checks import check_matrix
 from latewise.compression._format import (
     DOC_HEADER,
     KIND_FLOAT16,
     DocHeader,
+    at_position,
     frombuffer_readonly,
-    read_doc_header,
+    read_doc_header_of_kind,
     safetensors_metadata,
 )
 from latewise.errors import (
@@ -186,13 +187,13 @@ class Float16Codec:
         parts: list[memoryview] = []
         for i, blob in enumerate(blobs):
             pos = i if positions else None
-            head = read_doc_header(blob, pos)
-            where, _ = at_position(pos)
-            if head.kind != KIND_FLOAT16:
-                raise StoreError(
-                    f"vector blob{where} holds residual-compressed vectors but this codec reads "
-                    "float16 vectors; open the collection with its stored codec"
-                )
+            head, where = read_doc_header_of_kind(
+                blob,
+                pos,
+                KIND_FLOAT16,
+                "holds residual-compressed vectors but this codec reads float16 vectors; open "
+                "the collection with its stored codec",
+            )
             if head.dim != self._dim:
                 raise StoreError(
                     f"vector blob{where} holds dim {head.dim} vectors, the codec reads dim "

@@ -12,8 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latewise.compression._checks import at_position
-from latewise.compression._format import DOC_HEADER, KIND_RESIDUAL, DocHeader, read_doc_header
+from latewise.compression._format import (
+    DOC_HEADER,
+    KIND_RESIDUAL,
+    DocHeader,
+    at_position,
+    read_doc_header,
+)
 from latewise.errors import EmptyInputError, InvalidInputError, StoreError
 
 __all__ = ["CODE_BYTES", "VALID_NBITS", "CompressedVectors", "packed_bytes"]

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from latewise.compression._checks import at_position, check_matrix
+from latewise.compression._checks import check_matrix
+from latewise.compression._format import at_position
 from latewise.compression.clustering import batched_kmeans
 from latewise.errors import (
     EmptyInputError,

@@ -37,13 +37,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from latewise.compression._checks import at_position, check_matrix
+from latewise.compression._checks import check_matrix
 from latewise.compression._format import (
     DOC_HEADER,
     KIND_RESIDUAL,
     DocHeader,
+    at_position,
     frombuffer_readonly,
-    read_doc_header,
+    read_doc_header_of_kind,
     safetensors_metadata,
 )
 from latewise.compression.compressed import (
@@ -423,13 +424,13 @@ class ResidualCodec:
                     counts.append(n)
                     continue
             pos = i if positions else None
-            head = read_doc_header(blob, pos)
-            where, _ = at_position(pos)
-            if head.kind != KIND_RESIDUAL:
-                raise StoreError(
-                    f"vector blob{where} holds uncompressed vectors but this codec reads "
-                    "residual codes; the collection mixes codecs: re-add the document"
-                )
+            head, where = read_doc_header_of_kind(
+                blob,
+                pos,
+                KIND_RESIDUAL,
+                "holds uncompressed vectors but this codec reads residual codes; the collection "
+                "mixes codecs: re-add the document",
+            )
             if (head.codec_id, head.dim, head.nbits) != (self.codec_id, self.dim, self.nbits):
                 raise StoreError(
                     f"vector blob{where} was written by codec {head.codec_id:#010x} (dim "
