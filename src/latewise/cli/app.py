@@ -160,6 +160,17 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+QueryArg = Annotated[
+    str, typer.Argument(help="The query text.", metavar="QUERY", show_default=False)
+]
+
+
+def require_query(query: str, purpose: str) -> None:
+    """A usage error for an empty (or blank) query; ``purpose`` ends the message."""
+    if not query.strip():
+        raise CliError(f"the query is empty: give the text to {purpose}", EXIT_USAGE)
+
+
 def count_option(*flags: str, help_text: str, minimum: int = 1, show_default: bool = False) -> Any:
     """An option (``flags``, e.g. ``"--limit", "-n"``) taking an integer ``N >= minimum``."""
     return typer.Option(*flags, help=help_text, min=minimum, metavar="N", show_default=show_default)

@@ -15,11 +15,13 @@ from latewise.cli.app import (
     HostOpt,
     PathOpt,
     PortOpt,
+    QueryArg,
     app,
     guard,
     note,
     note_loading,
     open_collection,
+    require_query,
 )
 
 __all__ = ["explain_command"]
@@ -38,9 +40,7 @@ __all__ = ["explain_command"]
 )
 @guard
 def explain_command(
-    query: Annotated[
-        str, typer.Argument(help="The query text.", metavar="QUERY", show_default=False)
-    ],
+    query: QueryArg,
     doc_id: Annotated[
         str,
         typer.Argument(help="The document id (see `search`).", metavar="ID", show_default=False),
@@ -70,8 +70,7 @@ def explain_command(
     port: PortOpt = None,
 ) -> None:
     """Why a document matches a query: matched words, or a heatmap over a page."""
-    if not query.strip():
-        raise CliError("the query is empty: give the text to explain", EXIT_USAGE)
+    require_query(query, "explain")
     if token is not None and (out is None or out.suffix.lower() != ".png"):
         raise CliError("--token selects the map drawn into --out FILE.png; give one", EXIT_USAGE)
     _, known, index = open_collection(collection, path, host, port)

@@ -23,6 +23,7 @@ from latewise.cli.app import (
     HostOpt,
     PathOpt,
     PortOpt,
+    QueryArg,
     WhereOpt,
     app,
     check_target,
@@ -35,6 +36,7 @@ from latewise.cli.app import (
     note_loading,
     open_collection,
     parse_json_object,
+    require_query,
 )
 from latewise.cli.output import hit_json, hits_table, index_summary, matched_terms
 
@@ -282,9 +284,7 @@ def _highlight_terms(index: LateInteractionIndex, query: str, hits: list[Hit]) -
 )
 @guard
 def search_command(
-    query: Annotated[
-        str, typer.Argument(help="The query text.", metavar="QUERY", show_default=False)
-    ],
+    query: QueryArg,
     k: Annotated[
         int, typer.Option("-k", "--top-k", help="How many results.", min=1, metavar="K")
     ] = 10,
@@ -302,8 +302,7 @@ def search_command(
     port: PortOpt = None,
 ) -> None:
     """Search a collection: the best documents for a query, by MaxSim."""
-    if not query.strip():
-        raise CliError("the query is empty: give the text to search for", EXIT_USAGE)
+    require_query(query, "search for")
     flt = parse_json_object(where, "--where")
     _, known, index = open_collection(collection, path, host, port)
     note_loading(index, known)

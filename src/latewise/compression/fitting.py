@@ -39,7 +39,6 @@ def default_n_centroids(n_tokens: int) -> int:
 
 def fit_parameters(
     sample: torch.Tensor,
-    *,
     nbits: int,
     n_centroids: int | None,
     n_tokens: int | None,

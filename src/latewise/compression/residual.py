@@ -224,14 +224,7 @@ class ResidualCodec:
             InvalidInputError: not 2-D, non-finite values, fewer than 2 vectors, bad ``nbits``.
         """
         centroids, cutoffs, weights, avg_residual = fit_parameters(
-            sample,
-            nbits=nbits,
-            n_centroids=n_centroids,
-            n_tokens=n_tokens,
-            kmeans_iters=kmeans_iters,
-            heldout_fraction=heldout_fraction,
-            seed=seed,
-            centroids=centroids,
+            sample, nbits, n_centroids, n_tokens, kmeans_iters, heldout_fraction, seed, centroids
         )
         return cls(centroids, cutoffs, weights, nbits, avg_residual)
 

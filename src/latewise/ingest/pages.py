@@ -19,6 +19,7 @@ from latewise.ingest.rendering import (
     DEFAULT_DPI,
     DEFAULT_PAGE_BATCH_SIZE,
     ImageFormat,
+    PageOptions,
     PageRecord,
     PageRenderer,
     load_cached,
@@ -41,6 +42,7 @@ from latewise.types import PageRef
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_DPI",
     "DEFAULT_PAGE_BATCH_SIZE",
     "ImageFormat",
+    "PageOptions",
     "PageRecord",
     "PageRenderer",
     "iter_pages",
@@ -112,16 +115,10 @@ def stream_records(
 def iter_pages(
     paths: PathLike | Iterable[PathLike],
     *,
-    dpi: int = DEFAULT_DPI,
-    image_dir: PathLike | None = None,
-    image_format: ImageFormat = "png",
     errors: ErrorMode = "collect",
     recursive: bool = True,
-    page_batch_size: int = DEFAULT_PAGE_BATCH_SIZE,
-    password: str | None = None,
-    poppler_path: PathLike | None = None,
-    timeout: float | None = None,
     report: IngestReport | None = None,
+    **page_options: Unpack[PageOptions],
 ) -> IngestIterator[PageRecord]:
     """Stream the pages of PDFs, images and folders of them, one :class:`PageRecord` at a time.
 
@@ -132,19 +129,22 @@ def iter_pages(
 
     Args:
         paths: a file or folder, or a list of them.
-        dpi: the resolution PDF pages are rendered at.
-        image_dir: a managed folder to save every page image in (``PageRef.image_path``);
-            names are deterministic, so re-indexing an unchanged file reuses its images.
-            ``None`` keeps pages in memory only.
-        image_format: ``"png"`` or ``"jpeg"`` for saved pages.
         errors: ``"collect"`` records a file that cannot be read in ``report.failures`` and goes
             on with the next; ``"raise"`` raises its :class:`~latewise.errors.FileIngestError`.
         recursive: whether folders are searched recursively.
-        page_batch_size: PDF pages rendered per poppler call.
-        password: the user password for encrypted PDFs.
-        poppler_path: the folder of poppler's binaries, when they are not on ``PATH``.
-        timeout: seconds one poppler call may run.
         report: an existing report to add to (to share one across several runs).
+        **page_options: how pages are rendered and saved (:class:`PageOptions`, the arguments
+            of :class:`PageRenderer`):
+
+            - ``dpi``: the resolution PDF pages are rendered at (default 100).
+            - ``image_dir``: a managed folder to save every page image in
+              (``PageRef.image_path``); names are deterministic, so re-indexing an unchanged
+              file reuses its images. ``None`` (default) keeps pages in memory only.
+            - ``image_format``: ``"png"`` (default) or ``"jpeg"`` for saved pages.
+            - ``page_batch_size``: PDF pages rendered per poppler call (default 4).
+            - ``password``: the user password for encrypted PDFs.
+            - ``poppler_path``: the folder of poppler's binaries, when they are not on ``PATH``.
+            - ``timeout``: seconds one poppler call may run.
 
     Returns:
         An iterator of :class:`PageRecord` whose ``report`` is complete once it is exhausted.
@@ -165,15 +165,7 @@ def iter_pages(
             print(pages.report.summary())
     """
     mode = validate_error_mode(errors)
-    renderer = PageRenderer(
-        dpi=dpi,
-        image_dir=image_dir,
-        image_format=image_format,
-        page_batch_size=page_batch_size,
-        password=password,
-        poppler_path=poppler_path,
-        timeout=timeout,
-    )
+    renderer = PageRenderer(**page_options)
     return stream_records(paths, renderer, errors=mode, recursive=recursive, report=report)
 
 
