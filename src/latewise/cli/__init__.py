@@ -23,8 +23,10 @@ query), found before anything is loaded. Errors are one line on stderr starting 
 ``error:``; ``latewise -v ...`` logs progress at INFO level and shows the traceback of an error.
 
 Layout: :mod:`latewise.cli.app` (the Typer app, shared options, exit codes, error handling),
-:mod:`latewise.cli.commands` (the commands), :mod:`latewise.cli.output` (tables, snippets,
-JSON). Importing this package is cheap: torch, transformers and Chroma load inside the commands.
+:mod:`latewise.cli.commands` (registers the commands, from :mod:`~latewise.cli.index_commands`,
+:mod:`~latewise.cli.admin_commands` and :mod:`~latewise.cli.explain_command`),
+:mod:`latewise.cli.output` (tables, snippets, JSON). Importing this package is cheap: torch,
+transformers and Chroma load inside the commands.
 """
 
 from __future__ import annotations

@@ -160,6 +160,22 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+QueryArg = Annotated[
+    str, typer.Argument(help="The query text.", metavar="QUERY", show_default=False)
+]
+
+
+def require_query(query: str, purpose: str) -> None:
+    """A usage error for an empty (or blank) query; ``purpose`` ends the message."""
+    if not query.strip():
+        raise CliError(f"the query is empty: give the text to {purpose}", EXIT_USAGE)
+
+
+def count_option(*flags: str, help_text: str, minimum: int = 1, show_default: bool = False) -> Any:
+    """An option (``flags``, e.g. ``"--limit", "-n"``) taking an integer ``N >= minimum``."""
+    return typer.Option(*flags, help=help_text, min=minimum, metavar="N", show_default=show_default)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"latewise {__version__}")
@@ -439,6 +455,23 @@ def open_index(
     return LateInteractionIndex.open(
         collection, client=target.client, image_dir=target.image_dir(collection)
     )
+
+
+def open_collection(
+    collection: str, path: Path | None, host: str | None, port: int | None
+) -> tuple[Target, dict[str, dict[str, Any]], LateInteractionIndex]:
+    """Connect to an existing database and open ``collection`` in it: the target, its
+    collections (name -> stored configuration) and the index."""
+    check_target(path, host, port)
+    target = connect(path, host, port, create=False)
+    known = collections(target)
+    return target, known, open_index(target, collection, known)
+
+
+def note_loading(index: LateInteractionIndex, known: Mapping[str, Any] | None = None) -> None:
+    """Say which model is about to load (it takes seconds)."""
+    source = (known or {}).get(index.name, {}).get("encoder_source", "?")
+    note(f"Loading the encoder of collection {index.name!r} ({source})...")
 
 
 def encoder_argument(encoder: str) -> str:

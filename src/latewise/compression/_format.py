@@ -59,6 +59,32 @@ class DocHeader:
         return DOC_HEADER.pack(MAGIC, self.kind, self.nbits, self.n, self.dim, self.codec_id)
 
 
+def at_position(position: int | None) -> tuple[str, list[int]]:
+    """``(" at position i", [i])`` for messages and error positions; empty for ``None``."""
+    if position is None:
+        return "", []
+    return f" at position {position}", [position]
+
+
+def read_doc_header_of_kind(
+    blob: object, position: int | None, kind: int, wrong_kind: str
+) -> tuple[DocHeader, str]:
+    """:func:`read_doc_header`, refusing a blob of another kind than ``kind``.
+
+    Returns:
+        The header, and ``" at position i"`` (or ``""``) for the caller's further messages.
+
+    Raises:
+        StoreError: as :func:`read_doc_header`, or ``"vector blob <wrong_kind>"`` for a blob of
+            another kind.
+    """
+    head = read_doc_header(blob, position)
+    where, _ = at_position(position)
+    if head.kind != kind:
+        raise StoreError(f"vector blob{where} {wrong_kind}")
+    return head, where
+
+
 def read_doc_header(blob: object, position: int | None = None) -> DocHeader:
     """Parse and check the header of a document blob.
 
@@ -69,7 +95,7 @@ def read_doc_header(blob: object, position: int | None = None) -> DocHeader:
     Raises:
         StoreError: not bytes, too short, or not a latewise vector blob.
     """
-    where = "" if position is None else f" at position {position}"
+    where, _ = at_position(position)
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise StoreError(
             f"vector blob{where} must be bytes, got {type(blob).__name__}; "

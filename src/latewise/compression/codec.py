@@ -20,20 +20,22 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from latewise.compression._checks import check_matrix
 from latewise.compression._format import (
     DOC_HEADER,
     KIND_FLOAT16,
     DocHeader,
+    at_position,
     frombuffer_readonly,
-    read_doc_header,
+    read_doc_header_of_kind,
     safetensors_metadata,
 )
 from latewise.errors import (
     DimensionMismatchError,
     EmptyInputError,
     InvalidInputError,
-    InvalidInputTypeError,
     StoreError,
+    check_positive,
 )
 
 if TYPE_CHECKING:
@@ -119,8 +121,7 @@ class Float16Codec:
     kind: ClassVar[str] = "float16"
 
     def __init__(self, dim: int) -> None:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        check_positive("dim", dim)
         self._dim = dim
 
     @property
@@ -149,18 +150,8 @@ class Float16Codec:
         return hash((self.kind, self._dim))
 
     def _check(self, vectors: object, position: int | None = None) -> torch.Tensor:
-        where = "" if position is None else f" at position {position}"
-        pos = [] if position is None else [position]
-        if not isinstance(vectors, torch.Tensor):
-            raise InvalidInputTypeError(
-                f"vectors{where} must be a [n, dim] tensor, got {type(vectors).__name__}", pos
-            )
-        if vectors.dim() != 2 or not vectors.is_floating_point():
-            raise InvalidInputError(
-                f"vectors{where} must be a 2-D float tensor, got {vectors.dtype} "
-                f"{tuple(vectors.shape)}",
-                pos,
-            )
+        vectors = check_matrix(vectors, position)
+        where, pos = at_position(position)
         if vectors.shape[1] != self._dim:
             raise DimensionMismatchError(
                 f"vectors{where} have dim {vectors.shape[1]}, the codec stores dim {self._dim}"
@@ -196,13 +187,13 @@ class Float16Codec:
         parts: list[memoryview] = []
         for i, blob in enumerate(blobs):
             pos = i if positions else None
-            head = read_doc_header(blob, pos)
-            where = "" if pos is None else f" at position {pos}"
-            if head.kind != KIND_FLOAT16:
-                raise StoreError(
-                    f"vector blob{where} holds residual-compressed vectors but this codec reads "
-                    "float16 vectors; open the collection with its stored codec"
-                )
+            head, where = read_doc_header_of_kind(
+                blob,
+                pos,
+                KIND_FLOAT16,
+                "holds residual-compressed vectors but this codec reads float16 vectors; open "
+                "the collection with its stored codec",
+            )
             if head.dim != self._dim:
                 raise StoreError(
                     f"vector blob{where} holds dim {head.dim} vectors, the codec reads dim "

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from latewise.compression._checks import check_matrix
+from latewise.compression._format import at_position
 from latewise.compression.clustering import batched_kmeans
 from latewise.errors import (
     EmptyInputError,
     InvalidInputError,
-    InvalidInputTypeError,
     MissingDependencyError,
+    check_positive,
 )
 
 if TYPE_CHECKING:
@@ -65,27 +67,15 @@ def pooled_count(n: int, pool_factor: int, protected_tokens: int = 0) -> int:
 
 
 def _check_doc(vectors: object, position: int | None = None) -> torch.Tensor:
-    where = "" if position is None else f" at position {position}"
-    pos = [] if position is None else [position]
-    if not isinstance(vectors, torch.Tensor):
-        raise InvalidInputTypeError(
-            f"vectors{where} must be a [n, dim] tensor, got {type(vectors).__name__}", pos
-        )
-    if vectors.dim() != 2 or not vectors.is_floating_point():
-        raise InvalidInputError(
-            f"vectors{where} must be a 2-D float tensor, got {vectors.dtype} "
-            f"{tuple(vectors.shape)}",
-            pos,
-        )
+    vectors = check_matrix(vectors, position)
+    where, pos = at_position(position)
     if vectors.shape[0] == 0:
         raise EmptyInputError(f"document{where} has no vectors to pool", pos)
     return vectors
 
 
 def _check_factor(pool_factor: object) -> int:
-    if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
-        raise InvalidInputError(f"pool_factor must be an integer >= 1, got {pool_factor!r}")
-    return pool_factor
+    return check_positive("pool_factor", pool_factor)
 
 
 def _scipy_hierarchy() -> tuple[object, object]:
@@ -219,8 +209,7 @@ def prototypes_batch(
     docs: Sequence[torch.Tensor], k: int, *, method: PrototypeMethod = "segments"
 ) -> list[torch.Tensor]:
     """:func:`prototypes` for many documents; k-means runs batched over padded groups."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise InvalidInputError(f"k must be an integer >= 1, got {k!r}")
+    check_positive("k", k)
     checked = [_check_doc(d, i) for i, d in enumerate(docs)]
     if method == "segments":
         return [_segment_means(d.to(torch.float32), k) for d in checked]

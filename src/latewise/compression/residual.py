@@ -29,30 +29,40 @@ bytes of codes, i.e. 34 bytes per vector at ``d = 128, nbits = 2`` (in memory th
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
+from latewise.compression._checks import check_matrix
 from latewise.compression._format import (
     DOC_HEADER,
     KIND_RESIDUAL,
     DocHeader,
+    at_position,
     frombuffer_readonly,
-    read_doc_header,
+    read_doc_header_of_kind,
     safetensors_metadata,
 )
-from latewise.compression.clustering import kmeans
+from latewise.compression.compressed import (
+    CODE_BYTES,
+    VALID_NBITS,
+    CompressedVectors,
+    packed_bytes,
+)
+from latewise.compression.fitting import (
+    MAX_CENTROIDS,
+    default_n_centroids,
+    fit_parameters,
+    nearest,
+)
 from latewise.errors import (
     DimensionMismatchError,
     EmptyInputError,
     InvalidInputError,
-    InvalidInputTypeError,
     StoreError,
 )
 
@@ -61,120 +71,7 @@ __all__ = ["CompressedVectors", "ResidualCodec", "default_n_centroids"]
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
-MAX_CENTROIDS = 1 << 16
-_VALID_NBITS = (1, 2, 4)
-_CODE_BYTES = 2  # centroid ids are stored as little-endian uint16
 _DECOMPRESS_CHUNK_ROWS = 16384
-_QUANTILE_MAX_VALUES = 1 << 24  # torch.quantile's input limit; larger inputs are subsampled
-
-
-def default_n_centroids(n_tokens: int) -> int:
-    """ColBERTv2's centroid count for a collection of ``n_tokens`` vectors.
-
-    ``2 ** floor(log2(16 * sqrt(n_tokens)))``, capped at 65,536 so an id fits in two bytes.
-    """
-    if n_tokens < 1:
-        return 1
-    return int(min(MAX_CENTROIDS, 2 ** math.floor(math.log2(16 * math.sqrt(n_tokens)))))
-
-
-def _packed_bytes(dim: int, nbits: int) -> int:
-    return (dim * nbits + 7) // 8
-
-
-@dataclass(frozen=True)
-class CompressedVectors:
-    """Compressed vectors: one centroid id and one row of packed bucket codes per vector.
-
-    Attributes:
-        codes: ``[n]`` int32 centroid ids.
-        residuals: ``[n, ceil(dim * nbits / 8)]`` uint8 packed bucket codes; dimension ``j`` of a
-            vector sits in byte ``j // (8 // nbits)`` at bit ``(j % (8 // nbits)) * nbits``.
-        dim: the vector dimension.
-        nbits: bits per dimension (1, 2 or 4).
-        codec_id: the id of the :class:`ResidualCodec` that wrote them (decoding with another
-            codec is refused).
-    """
-
-    codes: torch.Tensor
-    residuals: torch.Tensor
-    dim: int
-    nbits: int
-    codec_id: int = 0
-
-    def __len__(self) -> int:
-        return int(self.codes.shape[0])
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes these vectors take stored (2-byte ids plus packed codes), header excluded."""
-        return len(self) * (_CODE_BYTES + int(self.residuals.shape[1]))
-
-    def to_bytes(self) -> bytes:
-        """The compact per-document blob: the 16-byte header, uint16 ids, then packed codes."""
-        n = len(self)
-        header = DocHeader(KIND_RESIDUAL, self.nbits, n, self.dim, self.codec_id).pack()
-        ids = self.codes.numpy().astype("<u2", copy=False).tobytes()
-        return header + ids + self.residuals.contiguous().numpy().tobytes()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes, *, position: int | None = None) -> CompressedVectors:
-        """Parse a blob written by :meth:`to_bytes` (checked; no codec needed).
-
-        Raises:
-            StoreError: the blob is truncated, padded, or not a residual-code blob.
-        """
-        head = read_doc_header(blob, position)
-        return cls._from_parsed(blob, head, position)
-
-    @classmethod
-    def _from_parsed(cls, blob: bytes, head: DocHeader, position: int | None) -> CompressedVectors:
-        where = "" if position is None else f" at position {position}"
-        if head.kind != KIND_RESIDUAL or head.nbits not in _VALID_NBITS:
-            raise StoreError(
-                f"vector blob{where} is not residual-compressed (kind {head.kind}, nbits "
-                f"{head.nbits}); it was written with another codec than the one reading it"
-            )
-        pb = _packed_bytes(head.dim, head.nbits)
-        expected = DOC_HEADER.size + head.n * (_CODE_BYTES + pb)
-        if len(blob) != expected:
-            raise StoreError(
-                f"vector blob{where} has {len(blob)} bytes but its header ({head.n} vectors, dim "
-                f"{head.dim}, {head.nbits} bits) needs {expected}; the stored document is "
-                "corrupt or truncated: re-add the document"
-            )
-        start = DOC_HEADER.size
-        ids = np.frombuffer(blob, dtype="<u2", count=head.n, offset=start)
-        res = np.frombuffer(blob, dtype=np.uint8, count=head.n * pb, offset=start + 2 * head.n)
-        return cls(
-            codes=torch.from_numpy(ids.astype(np.int32)),
-            residuals=torch.from_numpy(res.reshape(head.n, pb).copy()),
-            dim=head.dim,
-            nbits=head.nbits,
-            codec_id=head.codec_id,
-        )
-
-    @classmethod
-    def cat(cls, items: Sequence[CompressedVectors]) -> CompressedVectors:
-        """Concatenate compressed vectors written by one codec."""
-        if not items:
-            raise EmptyInputError("CompressedVectors.cat needs at least one item")
-        first = items[0]
-        for i, it in enumerate(items):
-            if (it.dim, it.nbits, it.codec_id) != (first.dim, first.nbits, first.codec_id):
-                raise InvalidInputError(
-                    f"item {i} was written by another codec (dim {it.dim}, nbits {it.nbits}, "
-                    f"codec {it.codec_id:#x}) than item 0 (dim {first.dim}, nbits {first.nbits}, "
-                    f"codec {first.codec_id:#x})",
-                    [i],
-                )
-        return cls(
-            codes=torch.cat([it.codes for it in items]),
-            residuals=torch.cat([it.residuals for it in items]),
-            dim=first.dim,
-            nbits=first.nbits,
-            codec_id=first.codec_id,
-        )
 
 
 class ResidualCodec:
@@ -206,8 +103,8 @@ class ResidualCodec:
         nbits: int,
         avg_residual: float = 0.0,
     ) -> None:
-        if nbits not in _VALID_NBITS:
-            raise InvalidInputError(f"nbits must be one of {_VALID_NBITS}, got {nbits!r}")
+        if nbits not in VALID_NBITS:
+            raise InvalidInputError(f"nbits must be one of {VALID_NBITS}, got {nbits!r}")
         if centroids.dim() != 2 or centroids.shape[0] < 1 or centroids.shape[1] < 1:
             raise InvalidInputError(
                 f"centroids must be a non-empty [k, dim] tensor, got shape {tuple(centroids.shape)}"
@@ -262,7 +159,7 @@ class ResidualCodec:
     @property
     def bytes_per_vector(self) -> int:
         """Stored bytes per vector: a 2-byte centroid id plus the packed codes."""
-        return _CODE_BYTES + _packed_bytes(self.dim, self.nbits)
+        return CODE_BYTES + packed_bytes(self.dim, self.nbits)
 
     @property
     def settings(self) -> dict[str, int | str]:
@@ -326,58 +223,9 @@ class ResidualCodec:
             InvalidInputTypeError: ``sample`` is not a tensor.
             InvalidInputError: not 2-D, non-finite values, fewer than 2 vectors, bad ``nbits``.
         """
-        if nbits not in _VALID_NBITS:
-            raise InvalidInputError(f"nbits must be one of {_VALID_NBITS}, got {nbits!r}")
-        if not isinstance(sample, torch.Tensor):
-            raise InvalidInputTypeError(
-                f"sample must be a [n, dim] tensor, got {type(sample).__name__}"
-            )
-        if sample.dim() != 2 or sample.shape[1] < 1:
-            raise InvalidInputError(f"sample must be [n, dim], got shape {tuple(sample.shape)}")
-        n = int(sample.shape[0])
-        if n < 2:
-            raise InvalidInputError(
-                f"fitting a codec needs at least 2 sample vectors, got {n}; add more documents "
-                "before enabling compression"
-            )
-        if not 0.0 < heldout_fraction < 1.0:
-            raise InvalidInputError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-        x = sample.detach().to("cpu", torch.float32)
-        if not torch.isfinite(x).all():
-            raise InvalidInputError("sample holds NaN or infinite values")
-        gen = torch.Generator().manual_seed(seed)
-        x = x[torch.randperm(n, generator=gen)]
-        n_heldout = max(1, int(min(heldout_fraction * n, 50_000)))
-        train, heldout = x[: n - n_heldout], x[n - n_heldout :]
-        if centroids is not None:
-            if centroids.dim() != 2 or centroids.shape[1] != x.shape[1]:
-                raise DimensionMismatchError(
-                    f"centroids of shape {tuple(centroids.shape)} do not fit a sample of dim "
-                    f"{x.shape[1]}"
-                )
-            centroids = centroids.detach().to("cpu", torch.float32)
-        else:
-            wanted = n_centroids if n_centroids is not None else default_n_centroids(n_tokens or n)
-            if wanted < 1:
-                raise InvalidInputError(f"n_centroids must be >= 1, got {wanted}")
-            k = max(1, min(wanted, MAX_CENTROIDS, train.shape[0]))
-            if k != wanted:
-                logger.info(
-                    "ResidualCodec.fit: %d centroids asked, %d used (sample of %d)", wanted, k, n
-                )
-            centroids = kmeans(train, k, n_iters=kmeans_iters, seed=seed)
-        centroids = torch.nn.functional.normalize(centroids, dim=-1)
-        # Stored as float16: round now so a codec read back from bytes is bit-identical.
-        centroids = centroids.to(torch.float16).to(torch.float32)
-
-        residuals = heldout - centroids[_nearest(heldout, centroids)]
-        avg_residual = float(residuals.abs().mean())
-        n_buckets = 1 << nbits
-        qs = torch.arange(n_buckets, dtype=torch.float64) / n_buckets
-        values = residuals.flatten()
-        cutoffs = _quantiles(values, qs[1:], gen)
-        weights = _quantiles(values, qs + 0.5 / n_buckets, gen)
-        logger.debug("ResidualCodec.fit: cutoffs %s weights %s", cutoffs.tolist(), weights.tolist())
+        centroids, cutoffs, weights, avg_residual = fit_parameters(
+            sample, nbits, n_centroids, n_tokens, kmeans_iters, heldout_fraction, seed, centroids
+        )
         return cls(centroids, cutoffs, weights, nbits, avg_residual)
 
     # -- compress / decompress ------------------------------------------------------------------
@@ -390,7 +238,7 @@ class ResidualCodec:
             DimensionMismatchError: ``dim`` differs from the codec's.
         """
         x = self._check_vectors(vectors)
-        codes = _nearest(x, self.centroids)
+        codes = nearest(x, self.centroids)
         residuals = x - self.centroids[codes]
         return CompressedVectors(
             codes=codes.to(torch.int32),
@@ -403,7 +251,7 @@ class ResidualCodec:
     def _binarize(self, residuals: torch.Tensor) -> torch.Tensor:
         buckets = torch.bucketize(residuals, self.bucket_cutoffs).to(torch.uint8)
         n, dim = buckets.shape
-        padded = _packed_bytes(dim, self.nbits) * self._per_byte
+        padded = packed_bytes(dim, self.nbits) * self._per_byte
         if padded != dim:
             buckets = torch.nn.functional.pad(buckets, (0, padded - dim))
         grouped = buckets.view(n, -1, self._per_byte) << self._shifts
@@ -492,18 +340,8 @@ class ResidualCodec:
             )
 
     def _check_vectors(self, vectors: object, position: int | None = None) -> torch.Tensor:
-        where = "" if position is None else f" at position {position}"
-        pos = [] if position is None else [position]
-        if not isinstance(vectors, torch.Tensor):
-            raise InvalidInputTypeError(
-                f"vectors{where} must be a [n, dim] tensor, got {type(vectors).__name__}", pos
-            )
-        if vectors.dim() != 2 or not (vectors.is_floating_point() or vectors.shape[0] == 0):
-            raise InvalidInputError(
-                f"vectors{where} must be a 2-D float tensor, got {vectors.dtype} "
-                f"{tuple(vectors.shape)}",
-                pos,
-            )
+        vectors = check_matrix(vectors, position, empty_any_dtype=True)
+        where, pos = at_position(position)
         if vectors.shape[1] != self.dim:
             raise DimensionMismatchError(
                 f"vectors{where} have dim {vectors.shape[1]} but the codec was fitted on dim "
@@ -559,7 +397,7 @@ class ResidualCodec:
         Returns:
             :meth:`columns`' columns and the vector count of each blob.
         """
-        pb = _packed_bytes(self.dim, self.nbits)
+        pb = packed_bytes(self.dim, self.nbits)
         hs = DOC_HEADER.size
         counts: list[int] = []
         id_parts: list[memoryview] = []
@@ -568,24 +406,24 @@ class ResidualCodec:
         # with two slice comparisons, and take the slow path (which names the fault) otherwise.
         mine = DocHeader(KIND_RESIDUAL, self.nbits, 0, self.dim, self.codec_id).pack()
         lead, tail = mine[:4], mine[8:hs]
-        row_bytes = _CODE_BYTES + pb
+        row_bytes = CODE_BYTES + pb
         for i, blob in enumerate(blobs):
             if type(blob) is bytes and blob[:4] == lead and blob[8:hs] == tail:
                 n = int.from_bytes(blob[4:8], "little")
                 if len(blob) == hs + n * row_bytes:
                     view = memoryview(blob)
-                    id_parts.append(view[hs : hs + _CODE_BYTES * n])
-                    code_parts.append(view[hs + _CODE_BYTES * n :])
+                    id_parts.append(view[hs : hs + CODE_BYTES * n])
+                    code_parts.append(view[hs + CODE_BYTES * n :])
                     counts.append(n)
                     continue
             pos = i if positions else None
-            head = read_doc_header(blob, pos)
-            where = "" if pos is None else f" at position {pos}"
-            if head.kind != KIND_RESIDUAL:
-                raise StoreError(
-                    f"vector blob{where} holds uncompressed vectors but this codec reads "
-                    "residual codes; the collection mixes codecs: re-add the document"
-                )
+            head, where = read_doc_header_of_kind(
+                blob,
+                pos,
+                KIND_RESIDUAL,
+                "holds uncompressed vectors but this codec reads residual codes; the collection "
+                "mixes codecs: re-add the document",
+            )
             if (head.codec_id, head.dim, head.nbits) != (self.codec_id, self.dim, self.nbits):
                 raise StoreError(
                     f"vector blob{where} was written by codec {head.codec_id:#010x} (dim "
@@ -593,7 +431,7 @@ class ResidualCodec:
                     f"(dim {self.dim}, {self.nbits} bits); decode it with the codec stored with "
                     "the collection"
                 )
-            expected = hs + head.n * (_CODE_BYTES + pb)
+            expected = hs + head.n * (CODE_BYTES + pb)
             if len(blob) != expected:
                 raise StoreError(
                     f"vector blob{where} has {len(blob)} bytes but its header ({head.n} vectors, "
@@ -601,7 +439,7 @@ class ResidualCodec:
                     "is corrupt or truncated: re-add the document"
                 )
             view = memoryview(blob)
-            split = hs + _CODE_BYTES * head.n
+            split = hs + CODE_BYTES * head.n
             id_parts.append(view[hs:split])
             code_parts.append(view[split:])
             counts.append(head.n)
@@ -746,27 +584,3 @@ class ResidualCodec:
                 f"{meta.get('codec_id')} stored); the stored codec is corrupt"
             )
         return codec
-
-
-def _nearest(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """The centroid with the largest inner product for every row (ColBERT's assignment)."""
-    out = torch.empty(x.shape[0], dtype=torch.int64)
-    if x.shape[0] == 0:
-        return out
-    chunk = max(1, (1 << 20) // centroids.shape[0])
-    ct = centroids.t()
-    buf = torch.empty(min(chunk, x.shape[0]), centroids.shape[0])
-    for start in range(0, x.shape[0], chunk):
-        block = x[start : start + chunk]
-        scores = buf[: block.shape[0]]
-        torch.matmul(block, ct, out=scores)
-        torch.argmax(scores, dim=1, out=out[start : start + block.shape[0]])
-    return out
-
-
-def _quantiles(values: torch.Tensor, qs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """``torch.quantile`` (linear interpolation) that also takes more than 2**24 values."""
-    if values.numel() > _QUANTILE_MAX_VALUES:
-        pick = torch.randint(values.numel(), (_QUANTILE_MAX_VALUES,), generator=gen)
-        values = values[pick]
-    return torch.quantile(values.to(torch.float64), qs).to(torch.float32)

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from latewise.ingest.pages import (
-    DEFAULT_DPI,
-    DEFAULT_PAGE_BATCH_SIZE,
-    ImageFormat,
-    PageRecord,
-    PageRenderer,
-)
+from latewise.ingest.pages import stream_records
+from latewise.ingest.rendering import PageOptions, PageRecord, PageRenderer
 from latewise.ingest.sources import (
     ErrorMode,
     IngestIterator,
     IngestReport,
     PathLike,
-    iter_sources,
-    run_sources,
     validate_error_mode,
 )
 from latewise.ingest.text import TextDocument, _check_encoding, read_text_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +27,18 @@ __all__ = ["IngestRecord", "iter_files"]
 IngestRecord = PageRecord | TextDocument
 
 
-def _count(record: IngestRecord, report: IngestReport) -> None:
-    if isinstance(record, PageRecord):
-        report.pages += 1
-    else:
-        report.texts += 1
+def _count_text(_record: TextDocument, report: IngestReport) -> None:
+    report.texts += 1
 
 
 def iter_files(
     paths: PathLike | Iterable[PathLike],
     *,
-    dpi: int = DEFAULT_DPI,
-    image_dir: PathLike | None = None,
-    image_format: ImageFormat = "png",
     errors: ErrorMode = "collect",
     recursive: bool = True,
-    page_batch_size: int = DEFAULT_PAGE_BATCH_SIZE,
-    password: str | None = None,
-    poppler_path: PathLike | None = None,
-    timeout: float | None = None,
     encoding: str | None = None,
     report: IngestReport | None = None,
+    **page_options: Unpack[PageOptions],
 ) -> IngestIterator[IngestRecord]:
     """Stream a mix of files and folders: PDFs and images as pages, text files as text.
 
@@ -63,18 +51,14 @@ def iter_files(
 
     Args:
         paths: a file or folder, or a list of them.
-        dpi: the resolution PDF pages are rendered at.
-        image_dir: a managed folder where page images are saved (see
-            :func:`~latewise.ingest.iter_pages`).
-        image_format: ``"png"`` or ``"jpeg"`` for saved pages.
         errors: ``"collect"`` (record failures, go on) or ``"raise"``.
         recursive: whether folders are searched recursively.
-        page_batch_size: PDF pages rendered per poppler call.
-        password: the user password for encrypted PDFs.
-        poppler_path: the folder of poppler's binaries, when they are not on ``PATH``.
-        timeout: seconds one poppler call may run.
         encoding: force an encoding for text files instead of detecting it.
         report: an existing report to add to.
+        **page_options: how PDF pages and images are rendered and saved, as
+            :func:`~latewise.ingest.iter_pages` takes them (:class:`PageOptions`): ``dpi``
+            (default 100), ``image_dir``, ``image_format``, ``page_batch_size``, ``password``,
+            ``poppler_path``, ``timeout``.
 
     Returns:
         An iterator of :class:`PageRecord` and :class:`TextDocument` whose ``report`` is complete
@@ -87,32 +71,17 @@ def iter_files(
     mode = validate_error_mode(errors)
     if encoding is not None:
         _check_encoding(encoding)
-    renderer = PageRenderer(
-        dpi=dpi,
-        image_dir=image_dir,
-        image_format=image_format,
-        page_batch_size=page_batch_size,
-        password=password,
-        poppler_path=poppler_path,
-        timeout=timeout,
-    )
-    run_report = report if report is not None else IngestReport()
+    renderer = PageRenderer(**page_options)
 
-    def read(path: str) -> Iterator[IngestRecord]:
+    def read(path: str) -> Iterator[TextDocument]:
         yield read_text_file(path, encoding=encoding)
 
-    sources = iter_sources(
+    return stream_records(
         paths,
-        ("pdf", "image", "text"),
-        recursive=recursive,
-        report=run_report,
-        exclude=[renderer.image_dir] if renderer.image_dir else (),
-    )
-    records: Iterator[IngestRecord] = run_sources(
-        sources,
-        {"pdf": renderer.iter_pdf, "image": renderer.iter_image, "text": read},
+        renderer,
+        {"text": read},
+        _count_text,
         errors=mode,
-        report=run_report,
-        count=_count,
+        recursive=recursive,
+        report=report,
     )
-    return IngestIterator(records, run_report)

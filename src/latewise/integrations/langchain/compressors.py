@@ -11,7 +11,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict
 
 from latewise.encoders.base import Encoder
-from latewise.errors import InvalidInputError, InvalidInputTypeError
+from latewise.errors import InvalidInputTypeError, check_positive
 from latewise.integrations.langchain._documents import IMAGE_KEY, check_documents, image_ref
 from latewise.rerank import rerank
 
@@ -30,11 +30,7 @@ class MaxSimCompressor(BaseDocumentCompressor):
     latewise's retrievers set it).
 
     Setup:
-        Install ``latewise`` with the LangChain extra:
-
-        .. code-block:: bash
-
-            pip install -U "latewise[langchain]"
+        ``pip install -U "latewise[langchain]"``; the encoder runs locally, no API key.
 
     Instantiate:
         .. code-block:: python
@@ -109,11 +105,8 @@ class MaxSimCompressor(BaseDocumentCompressor):
                 f"{type(encoder).__name__}"
             )
         for name in ("top_n", "batch_size"):
-            value = data.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise InvalidInputError(f"{name} must be a positive integer or None, got {value!r}")
+            if data.get(name) is not None:  # None: keep every document / the default batch
+                check_positive(name, data[name])
         super().__init__(**data)
 
     def compress_documents(

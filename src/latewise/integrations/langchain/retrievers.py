@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from latewise.errors import InvalidInputError, InvalidInputTypeError
+from latewise.errors import InvalidInputError, InvalidInputTypeError, check_positive
 from latewise.index import LateInteractionIndex
 from latewise.integrations.langchain._documents import to_document, with_score
 from latewise.types import Hit
@@ -35,11 +35,7 @@ class LateInteractionRetriever(BaseRetriever):
     Every result is scored with exact MaxSim; the score is put in each document's metadata.
 
     Setup:
-        Install ``latewise`` with the LangChain extra:
-
-        .. code-block:: bash
-
-            pip install -U "latewise[langchain]"
+        ``pip install -U "latewise[langchain]"``; add ``[colpali]`` to retrieve page images.
 
     Instantiate:
         .. code-block:: python
@@ -174,9 +170,7 @@ class LateInteractionRetriever(BaseRetriever):
 
 
 def _check_k(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {value!r}")
-    return value
+    return check_positive("k", value)
 
 
 def _check_args(args: Mapping[str, Any], where: str) -> None:

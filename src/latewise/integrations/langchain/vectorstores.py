@@ -44,11 +44,8 @@ class LateInteractionVectorStore(VectorStore):
     gives each text a matrix of vectors, so :attr:`embeddings` is ``None``.
 
     Setup:
-        Install ``latewise`` with the LangChain extra:
-
-        .. code-block:: bash
-
-            pip install -U "latewise[langchain]"
+        ``pip install -U "latewise[langchain]"``; the documents live in Chroma (an embedded
+        folder or a server).
 
     Instantiate:
         .. code-block:: python

@@ -13,7 +13,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from latewise.errors import InvalidInputError, InvalidInputTypeError
+from latewise.errors import InvalidInputError, InvalidInputTypeError, check_positive
 from latewise.integrations.llama_index._nodes import image_source, load_image
 
 if TYPE_CHECKING:
@@ -85,10 +85,8 @@ class MaxSimRerank(BaseNodePostprocessor):
                 f"encoder must be a latewise Encoder or a model name/path, got "
                 f"{type(encoder).__name__}"
             )
-        if top_n is not None and (
-            not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1
-        ):
-            raise InvalidInputError(f"top_n must be a positive integer or None, got {top_n!r}")
+        if top_n is not None:  # None: keep every node
+            check_positive("top_n", top_n)
         fields: dict[str, Any] = {
             "top_n": top_n,
             "keep_retrieval_score": keep_retrieval_score,

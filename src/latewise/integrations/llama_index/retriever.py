@@ -3,44 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
-from llama_index.core.ingestion import run_transformations
 from llama_index.core.schema import (
     BaseNode,
     Document,
-    ImageDocument,
-    ImageNode,
     IndexNode,
     MetadataMode,
-    NodeRelationship,
     NodeWithScore,
     QueryBundle,
     TransformComponent,
 )
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQueryMode
 
-from latewise.errors import InvalidInputError, InvalidInputTypeError, StoreError
+from latewise.errors import InvalidInputError, InvalidInputTypeError
 from latewise.integrations.llama_index._filters import metadata_filters_to_where
 from latewise.integrations.llama_index._nodes import (
     hit_to_node,
-    image_source,
     nodes_to_documents,
     ref_doc_where,
     stored_ref_doc_id,
 )
-from latewise.store.client import client_from_description, describe_client
+from latewise.integrations.llama_index._parsing import check_documents, parse_documents
+from latewise.integrations.llama_index._persist import (
+    PERSIST_FILENAME,
+    open_persisted,
+    write_persisted,
+)
+from latewise.integrations.llama_index._query_modes import check_mode, check_top_k, mmr_args
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+    from typing_extensions import Unpack
 
     from latewise.encoders import Encoder
     from latewise.index import LateInteractionIndex
@@ -48,11 +48,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PERSIST_FILENAME", "LateInteractionRetriever"]
+__all__ = ["PERSIST_FILENAME", "LateInteractionRetriever", "RetrieverSettings"]
 
-#: The file :meth:`LateInteractionRetriever.persist` writes in its folder.
-PERSIST_FILENAME = "latewise_retriever.json"
-_PERSIST_FORMAT = 1
+
+class RetrieverSettings(TypedDict, total=False):
+    """The settings :meth:`LateInteractionRetriever.from_defaults` passes on to the retriever
+    (see :class:`LateInteractionRetriever` for each)."""
+
+    similarity_top_k: int
+    filters: MetadataFilters | None
+    exact: bool
+    vector_store_query_mode: VectorStoreQueryMode | str
+    vector_store_kwargs: dict[str, Any] | None
+    metadata_mode: MetadataMode
+    callback_manager: CallbackManager | None
+    verbose: bool
 
 
 class LateInteractionRetriever(BaseRetriever):
@@ -175,15 +185,15 @@ class LateInteractionRetriever(BaseRetriever):
                 f"index must be a latewise LateInteractionIndex, got {type(index).__name__}; "
                 "build one with LateInteractionRetriever.from_defaults(...)"
             )
-        _check_top_k(similarity_top_k)
+        check_top_k(similarity_top_k)
         self.index = index
         self.similarity_top_k = similarity_top_k
         self.filters = filters
         metadata_filters_to_where(filters)  # a filter Chroma cannot express fails now
         self.exact = exact
-        self.vector_store_query_mode = _check_mode(vector_store_query_mode)
+        self.vector_store_query_mode = check_mode(vector_store_query_mode)
         self.vector_store_kwargs = dict(vector_store_kwargs or {})
-        _mmr_args(self.vector_store_kwargs, similarity_top_k)  # bad values fail now
+        mmr_args(self.vector_store_kwargs, similarity_top_k)  # bad values fail now
         self.metadata_mode = MetadataMode(metadata_mode)
         self._transformations = list(transformations) if transformations is not None else None
         super().__init__(
@@ -205,18 +215,11 @@ class LateInteractionRetriever(BaseRetriever):
         client: ClientAPI | None = None,
         collection: str | None = None,
         ephemeral: bool = False,
-        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        filters: MetadataFilters | None = None,
-        exact: bool = False,
-        vector_store_query_mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
-        vector_store_kwargs: dict[str, Any] | None = None,
-        metadata_mode: MetadataMode = MetadataMode.EMBED,
         transformations: Sequence[TransformComponent] | None = None,
         node_parser: TransformComponent | None = None,
         show_progress: bool = False,
         index_kwargs: dict[str, Any] | None = None,
-        callback_manager: CallbackManager | None = None,
-        verbose: bool = False,
+        **settings: Unpack[RetrieverSettings],
     ) -> LateInteractionRetriever:
         """Build (or open) the index and the retriever, and add ``nodes`` or ``documents``.
 
@@ -232,14 +235,15 @@ class LateInteractionRetriever(BaseRetriever):
             client: a Chroma client (e.g. ``chromadb.HttpClient`` for a server).
             collection: the collection name (default ``"latewise"``).
             ephemeral: keep the index in memory only.
-            similarity_top_k, filters, exact, vector_store_query_mode, vector_store_kwargs,
-                metadata_mode: see the class.
             transformations: turn ``documents`` into nodes (default: see the class).
             node_parser: shorthand for ``transformations=[node_parser]``.
             show_progress: show progress bars while parsing and indexing.
             index_kwargs: more arguments for :class:`~latewise.LateInteractionIndex`
                 (``compression``, ``prototypes``, ``batch_size``, ``image_dir``...).
-            callback_manager, verbose: as in ``BaseRetriever``.
+            **settings: the retriever's settings, as the class takes them
+                (:class:`RetrieverSettings`: ``similarity_top_k``, ``filters``, ``exact``,
+                ``vector_store_query_mode``, ``vector_store_kwargs``, ``metadata_mode``,
+                ``callback_manager``, ``verbose``).
 
         Raises:
             InvalidInputError: both ``nodes`` and ``documents``, ``index`` with index
@@ -270,18 +274,7 @@ class LateInteractionRetriever(BaseRetriever):
                 "index= was given together with arguments that build an index (encoder, path, "
                 "client, collection, ephemeral, index_kwargs); pass one or the other"
             )
-        retriever = cls(
-            index=index,
-            similarity_top_k=similarity_top_k,
-            filters=filters,
-            exact=exact,
-            vector_store_query_mode=vector_store_query_mode,
-            vector_store_kwargs=vector_store_kwargs,
-            metadata_mode=metadata_mode,
-            transformations=transformations,
-            callback_manager=callback_manager,
-            verbose=verbose,
-        )
+        retriever = cls(index=index, transformations=transformations, **settings)
         if documents is not None:
             retriever.insert_documents(documents, show_progress=show_progress)
         elif nodes is not None:
@@ -297,10 +290,10 @@ class LateInteractionRetriever(BaseRetriever):
         return [NodeWithScore(node=hit_to_node(h), score=h.score) for h in hits]
 
     def _search(self, query: str) -> list[Hit]:
-        _check_top_k(self.similarity_top_k)
+        check_top_k(self.similarity_top_k)
         k, where = self.similarity_top_k, self._where()
-        if _check_mode(self.vector_store_query_mode) == VectorStoreQueryMode.MMR:
-            fetch_k, lambda_mult = _mmr_args(self.vector_store_kwargs, k)
+        if check_mode(self.vector_store_query_mode) == VectorStoreQueryMode.MMR:
+            fetch_k, lambda_mult = mmr_args(self.vector_store_kwargs, k)
             return self.index.search_mmr(
                 query, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where, exact=self.exact
             )
@@ -338,17 +331,11 @@ class LateInteractionRetriever(BaseRetriever):
         self, documents: Sequence[Document], *, show_progress: bool = False
     ) -> list[BaseNode]:
         """Turn documents into the nodes :meth:`insert` would add."""
-        if isinstance(documents, BaseNode) or not isinstance(documents, Sequence):
-            raise InvalidInputTypeError(
-                f"documents must be a list of LlamaIndex documents, got {type(documents).__name__}"
-            )
-        if self.index.encoder.modality == "text":
-            _check_readable_as_text(documents, self.index.encoder)
-        transformations = self.transformations
-        if self.index.encoder.modality == "image" and not transformations:
-            return [_image_node_from_document(d, i) for i, d in enumerate(documents)]
-        return list(
-            run_transformations(list(documents), transformations, show_progress=show_progress)
+        return parse_documents(
+            documents,
+            self.index.encoder,
+            lambda: self.transformations,
+            show_progress=show_progress,
         )
 
     def insert_nodes(self, nodes: Sequence[BaseNode], *, show_progress: bool = False) -> list[str]:
@@ -409,10 +396,7 @@ class LateInteractionRetriever(BaseRetriever):
         Returns:
             One flag per document: ``True`` when it was inserted or updated.
         """
-        if isinstance(documents, BaseNode) or not isinstance(documents, Sequence):
-            raise InvalidInputTypeError(
-                f"documents must be a list of LlamaIndex documents, got {type(documents).__name__}"
-            )
+        check_documents(documents)
         changed: list[Document] = []
         old_ids: list[str] = []
         flags: list[bool] = []
@@ -487,24 +471,7 @@ class LateInteractionRetriever(BaseRetriever):
         Raises:
             InvalidInputError: the index is in memory only (nothing to reopen).
         """
-        folder = Path(persist_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        data = {
-            "format": _PERSIST_FORMAT,
-            "collection": self.index.name,
-            "chroma": _chroma_location(self.index),
-            "image_dir": str(Path(self.index.image_dir).resolve()),
-            "similarity_top_k": self.similarity_top_k,
-            "filters": self.filters.model_dump(mode="json") if self.filters else None,
-            "exact": self.exact,
-            "vector_store_query_mode": _check_mode(self.vector_store_query_mode).value,
-            "vector_store_kwargs": self.vector_store_kwargs,
-            "metadata_mode": self.metadata_mode.value,
-        }
-        target = folder / PERSIST_FILENAME
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        tmp.replace(target)
+        write_persisted(self, persist_dir)
 
     @classmethod
     def from_persist_dir(
@@ -527,152 +494,6 @@ class LateInteractionRetriever(BaseRetriever):
         Raises:
             InvalidInputError: the folder holds no saved retriever.
         """
-        from latewise.index import LateInteractionIndex
-
-        target = Path(persist_dir) / PERSIST_FILENAME
-        try:
-            data = json.loads(target.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidInputError(
-                f"{str(target)!r} does not exist: persist_dir holds no saved retriever "
-                "(save one with retriever.persist(persist_dir))"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read {str(target)!r}: {exc}") from exc
-        if int(data.get("format", 0)) > _PERSIST_FORMAT:
-            raise StoreError(f"{str(target)!r} was written by a newer latewise; upgrade latewise")
-        index_args: dict[str, Any] = {"collection": data["collection"]}
-        if data.get("image_dir"):
-            index_args["image_dir"] = data["image_dir"]
-        index = LateInteractionIndex(
-            encoder, client=client or client_from_description(data["chroma"]), **index_args
-        )
-        settings: dict[str, Any] = {
-            "similarity_top_k": data.get("similarity_top_k", DEFAULT_SIMILARITY_TOP_K),
-            "filters": (
-                MetadataFilters.model_validate(data["filters"]) if data.get("filters") else None
-            ),
-            "exact": bool(data.get("exact", False)),
-            "vector_store_query_mode": data.get("vector_store_query_mode", "default"),
-            "vector_store_kwargs": data.get("vector_store_kwargs"),
-            "metadata_mode": MetadataMode(data.get("metadata_mode", MetadataMode.EMBED.value)),
-        }
+        index, settings = open_persisted(persist_dir, encoder, client)
         settings.update(kwargs)
         return cls(index=index, **settings)
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _check_top_k(value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(f"similarity_top_k must be a positive integer, got {value!r}")
-
-
-_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
-_MMR_KEYS = frozenset({"mmr_threshold", "mmr_prefetch_factor", "mmr_prefetch_k"})
-#: LlamaIndex's default: MMR chooses among 4 times as many nodes as it returns.
-_MMR_PREFETCH_FACTOR = 4.0
-
-
-def _check_mode(mode: Any) -> VectorStoreQueryMode:
-    try:
-        checked = VectorStoreQueryMode(mode)
-    except ValueError:
-        checked = None
-    if checked not in _MODES:
-        raise InvalidInputError(
-            f"vector_store_query_mode must be 'default' or 'mmr', got {mode!r} (latewise ranks "
-            "by exact MaxSim; hybrid, sparse and the other modes are not offered)"
-        )
-    return checked
-
-
-def _mmr_args(kwargs: dict[str, Any], k: int) -> tuple[int, float]:
-    """``(fetch_k, lambda_mult)`` from LlamaIndex's MMR arguments (checked)."""
-    unknown = sorted(set(kwargs) - _MMR_KEYS)
-    if unknown:
-        raise InvalidInputError(f"unknown vector_store_kwargs {unknown}; use {sorted(_MMR_KEYS)}")
-    threshold = kwargs.get("mmr_threshold")
-    lambda_mult = 0.5 if threshold is None else threshold
-    if (
-        not isinstance(lambda_mult, int | float)
-        or isinstance(lambda_mult, bool)
-        or not 0 <= lambda_mult <= 1
-    ):
-        raise InvalidInputError(f"mmr_threshold must be a number in [0, 1], got {threshold!r}")
-    if kwargs.get("mmr_prefetch_k") is not None:
-        fetch_k = kwargs["mmr_prefetch_k"]
-        if not isinstance(fetch_k, int) or isinstance(fetch_k, bool) or fetch_k < 1:
-            raise InvalidInputError(f"mmr_prefetch_k must be a positive integer, got {fetch_k!r}")
-        return fetch_k, float(lambda_mult)
-    factor = kwargs.get("mmr_prefetch_factor", _MMR_PREFETCH_FACTOR)
-    if not isinstance(factor, int | float) or isinstance(factor, bool) or factor < 1:
-        raise InvalidInputError(f"mmr_prefetch_factor must be a number >= 1, got {factor!r}")
-    return max(k, math.ceil(k * factor)), float(lambda_mult)
-
-
-def _check_readable_as_text(documents: Sequence[Document], encoder: Encoder) -> None:
-    """Refuse image documents without text for a text encoder (they would index nothing)."""
-    images = [
-        i
-        for i, d in enumerate(documents)
-        if isinstance(d, ImageNode | ImageDocument)
-        and not d.get_content(metadata_mode=MetadataMode.NONE).strip()
-    ]
-    if images:
-        raise InvalidInputTypeError(
-            f"the encoder {encoder.model_id!r} ({type(encoder).__name__}) reads text, and the "
-            f"documents at positions {images[:10]} are images without text (e.g. PDF pages from "
-            "PDFPageReader); index page images with a ColPali-family encoder "
-            "(load_encoder('vidore/colpali-v1.3')), or read PDFs as text (SimpleDirectoryReader)",
-            images,
-        )
-
-
-def _image_node_from_document(document: Document, position: int) -> ImageNode:
-    """One ImageNode per image document (ColPali encodes a whole page at once); its id is
-    derived from the document's, so indexing the same document again replaces it."""
-    if not isinstance(document, BaseNode):
-        raise InvalidInputTypeError(
-            f"documents must be LlamaIndex documents; got {type(document).__name__} at "
-            f"position {position}",
-            [position],
-        )
-    source = image_source(document, position)
-    image: dict[str, Any] = {}
-    if isinstance(source, bytes):
-        import base64
-
-        image["image"] = base64.b64encode(source).decode("ascii")
-    else:
-        image["image_path"] = source
-    if isinstance(document, ImageNode):
-        image["image_mimetype"] = document.image_mimetype
-    else:
-        resource = getattr(document, "image_resource", None)
-        if resource is not None:
-            image["image_mimetype"] = resource.mimetype
-    return ImageNode(
-        id_=f"{document.id_}#image",
-        text=document.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=dict(document.metadata),
-        excluded_embed_metadata_keys=list(document.excluded_embed_metadata_keys),
-        excluded_llm_metadata_keys=list(document.excluded_llm_metadata_keys),
-        metadata_separator=document.metadata_separator,
-        metadata_template=document.metadata_template,
-        text_template=getattr(document, "text_template", "{metadata_str}\n\n{content}"),
-        relationships={NodeRelationship.SOURCE: document.as_related_node_info()},
-        **image,
-    )
-
-
-def _chroma_location(index: LateInteractionIndex) -> dict[str, Any]:
-    location = describe_client(index.client)
-    if location["type"] == "ephemeral":
-        raise InvalidInputError(
-            f"collection {index.name!r} is in memory only (an ephemeral Chroma client), so there "
-            "is nothing to reopen; build the index with path= or a Chroma server client to "
-            "persist it"
-        )
-    return location
