@@ -38,8 +38,6 @@ __all__ = [
     "Checkpoint",
     "checkpoint_digest",
     "from_pretrained_quietly",
-    "load_weights",
-    "read_tensors",
     "resolve_checkpoint",
 ]
 
@@ -391,68 +389,6 @@ def weight_files(folder: Path, stems: tuple[str, ...] = _WEIGHT_STEMS) -> list[P
     return []
 
 
-def load_weights(folder: Path, what: str) -> dict[str, torch.Tensor]:
-    """Load every tensor of a checkpoint folder (safetensors, or PyTorch pickles with
-    ``weights_only=True``; nothing else is ever unpickled).
-
-    Raises:
-        CheckpointError: no weight file, or one that cannot be read.
-    """
-    import torch
-
-    files = weight_files(folder)
-    if not files:
-        raise CheckpointError(
-            f"{what}: no weights in {folder} (expected model.safetensors or pytorch_model.bin)"
-        )
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            if file.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state.update(load_file(str(file)))
-            else:
-                loaded = torch.load(str(file), map_location="cpu", weights_only=True)
-                if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-                    loaded = loaded["state_dict"]
-                if not isinstance(loaded, dict):
-                    raise CheckpointError(f"{what}: {file} does not hold a state dict")
-                state.update({str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)})
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"{what}: cannot read weights from {file}: {exc}") from exc
-    return state
-
-
-def read_tensors(folder: Path, names: set[str], what: str) -> dict[str, torch.Tensor]:
-    """Read only the tensors called ``names`` (cheap for safetensors; pickles load whole).
-
-    Raises:
-        CheckpointError: no weights, or some of ``names`` absent.
-    """
-    files = weight_files(folder)
-    found: dict[str, torch.Tensor] = {}
-    if files and all(f.suffix == ".safetensors" for f in files):
-        from safetensors import safe_open
-
-        for file in files:
-            try:
-                with safe_open(str(file), framework="pt") as fh:
-                    for key in set(fh.keys()) & names:
-                        found[key] = fh.get_tensor(key)
-            except Exception as exc:
-                raise CheckpointError(f"{what}: cannot read weights from {file}: {exc}") from exc
-    else:
-        state = load_weights(folder, what)
-        found = {k: v for k, v in state.items() if k in names}
-    missing = names - set(found)
-    if missing:
-        raise CheckpointError(f"{what}: {folder} has no tensor(s) {sorted(missing)}")
-    return found
-
-
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     """The ``from_pretrained`` keyword for a dtype in this transformers version."""
     import transformers
@@ -462,7 +398,7 @@ def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence transformers' weight-loading progress bars and load reports for one load.
 
     latewise checks the loading info itself and raises on missing weights, so the generic
@@ -493,7 +429,7 @@ def from_pretrained_quietly(model_class: Any, folder: Path, what: str, **kwargs:
             checkpoint (they would be randomly initialised and give meaningless vectors).
     """
     try:
-        with _quiet():
+        with quiet():
             model, info = model_class.from_pretrained(
                 str(folder), output_loading_info=True, **kwargs
             )

@@ -59,10 +59,9 @@ def detect_kind(ckpt: Checkpoint) -> tuple[EncoderKind, str]:
     family = colpali_family(ckpt)
     if family is not None:
         return "colpali", f"{family} checkpoint"
-    from latewise.encoders._text import read_modules
+    from latewise.encoders._st import module_kinds
 
-    modules = read_modules(ckpt)
-    if modules and any(m.kind == "pooling" for m in modules):
+    if "pooling" in (module_kinds(ckpt) or []):
         return "bert", "sentence-transformers checkpoint with a Pooling module"
     model_type = str(ckpt.config.get("model_type") or "")
     if model_type in _TEXT_MODEL_TYPES:
