@@ -83,14 +83,15 @@ def backbone(ckpt: Checkpoint, dtype: torch.dtype) -> Any:
         raise CheckpointError(f"cannot load a transformer from {ckpt.given!r}: {exc}") from exc
 
 
-def model_limit(transformer: Any, ckpt: Checkpoint) -> int:
+def model_limit(transformer: Any, ckpt: Checkpoint, tokenizer: bool = True) -> int:
     """The longest input (special tokens included) the model reads: its position embeddings, and
-    the tokenizer's own ``model_max_length`` (sentence-transformers lowers the loaded one)."""
+    the saved tokenizer's ``model_max_length`` unless sentence-transformers saved it (it writes
+    ``max_seq_length`` there, lower than its query and document lengths may be)."""
     config = transformer.model.config
     limit = int(getattr(config, "max_position_embeddings", 512) or 512)
     if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
         limit -= 2  # RoBERTa reserves padding_idx + 1 positions
-    tok_max = (ckpt.json("tokenizer_config.json") or {}).get("model_max_length")
+    tok_max = (ckpt.json("tokenizer_config.json") or {}).get("model_max_length") if tokenizer else 0
     return min(limit, tok_max) if isinstance(tok_max, int) and 0 < tok_max < 100_000 else limit
 
 

@@ -247,7 +247,8 @@ class ColBERTEncoder(Encoder):
 
     def _configure(self, ckpt: Checkpoint, knobs: dict[str, Any], what: str) -> None:
         """Resolve the settings (arguments over the checkpoint's) and set them on the modules."""
-        self._limit = _st.model_limit(self._transformer, ckpt)
+        native = self.layout == "multi-vector-encoder"
+        self._limit = _st.model_limit(self._transformer, ckpt, tokenizer=not native)
         s = {**self._stored(ckpt), **knobs}
         if self.layout == "zero-shot" and "query_maxlen" not in knobs and s["do_query_expansion"]:
             s["query_maxlen"] = 32  # expanded queries: ColBERT's 32 tokens, not the model's limit
@@ -270,8 +271,7 @@ class ColBERTEncoder(Encoder):
             lengths.append(min(int(s[name]), self._limit))
         self.query_maxlen, self.doc_maxlen = lengths
         self.do_query_expansion, self.attend_to_mask_tokens = expansion, attend
-        text_prompts = self.layout == "multi-vector-encoder"
-        self._markers = [self._marker(s[k], what, text_prompts) for k in _KNOBS[:2]]
+        self._markers = [self._marker(s[k], what, native) for k in _KNOBS[:2]]
         self._skiplist: list[int] = []
         if s["mask_punctuation"]:
             words = s.get("skiplist_words")
