@@ -67,7 +67,9 @@ def test_int8_is_close_and_marked_in_the_fingerprint(backend: str, colbert_ai_di
         assert (g * w).sum(-1).min() > 0.9  # each token vector stays near its float32 one
     assert not all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
     scores = maxsim(enc.encode_queries(QUERIES), got)
-    torch.testing.assert_close(scores, maxsim(reference.encode_queries(QUERIES), want), atol=0.5, rtol=0)
+    torch.testing.assert_close(
+        scores, maxsim(reference.encode_queries(QUERIES), want), atol=0.5, rtol=0
+    )
 
 
 @pytest.mark.parametrize("backend", sorted(RUNTIMES))

@@ -469,7 +469,9 @@ def test_pylate_skiplist_word_that_is_no_token_drops_unk_like_pylate(
     config = json.loads((folder / "config_sentence_transformers.json").read_text())
     config["skiplist_words"] = [*string.punctuation, "not-a-token"]
     (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
-    text = ["the cat sat on the mat \u00a7\u00a9 by the door"]  # two characters outside the vocabulary
+    text = [
+        "the cat sat on the mat \u00a7\u00a9 by the door"
+    ]  # two characters outside the vocabulary
     enc = ColBERTEncoder(folder)
     tokens = enc.tokenizer.tokenize(text[0])
     assert tokens.count("[UNK]") == 2

@@ -130,8 +130,11 @@ def use_backend(transformer: Any, ckpt: Checkpoint, backend: str, quantize: str 
     threads = torch.get_num_threads()
     run: Any
     if backend == "onnx":
+        onnx_path = _fuse(onnx_path, model.config, folder / "model-fused.onnx")
         if quantize:
-            onnx_path = _quantize_onnx(onnx_path, folder / "model-int8.onnx")
+            onnx_path = _quantize_onnx(
+                onnx_path, onnx_path.with_name(onnx_path.stem + "-int8.onnx")
+            )
         options = runtime.SessionOptions()
         options.intra_op_num_threads = threads
         session = runtime.InferenceSession(str(onnx_path), options, ["CPUExecutionProvider"])
@@ -201,6 +204,8 @@ def _export(model: Any, names: list[str], target: Path) -> Path:
             hidden: torch.Tensor = out.last_hidden_state
             return hidden
 
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")  # the attention pattern ONNX Runtime fuses
     mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
     sample = {"input_ids": torch.full((2, 8), 5), "attention_mask": mask}
     args = tuple(sample.get(n, torch.zeros((2, 8), dtype=torch.long)) for n in names)
@@ -223,12 +228,39 @@ def _export(model: Any, names: list[str], target: Path) -> Path:
     return target
 
 
+def _fuse(source: Path, config: Any, target: Path) -> Path:
+    """ONNX Runtime's fused BERT graph (attention, layer norms, GELU: ~1.2x faster on a CPU),
+    for the BERT-like models it knows; otherwise the plain export."""
+    if getattr(config, "model_type", "") not in {"bert", "roberta", "xlm-roberta", "electra"}:
+        return source
+    if not target.is_file():
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        try:
+            heads, hidden = config.num_attention_heads, config.hidden_size
+            with _writing(target) as tmp, quiet():
+                optimize_model(str(source), "bert", heads, hidden).save_model_to_file(str(tmp))
+        except Exception:
+            logger.warning(
+                "ONNX Runtime could not fuse %s; using it unfused", source, exc_info=True
+            )
+            return source
+    return target
+
+
 def _quantize_onnx(source: Path, target: Path) -> Path:
     if not target.is_file():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        extra = {"DefaultTensorType": 1}  # float: the fused operators' outputs have no type
         with _writing(target) as tmp:
-            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(
+                str(source),
+                str(tmp),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options=extra,
+            )
     return target
 
 

@@ -121,12 +121,16 @@ class BertEncoder(Encoder):
         self.tokenizer = self._transformer.tokenizer
         limit = _st.model_limit(self._transformer, ckpt)
         if max_length is not None and max_length > limit:
-            logger.warning("max_length=%d exceeds the model's %d; using %d", max_length, limit, limit)
+            logger.warning(
+                "max_length=%d exceeds the model's %d; using %d", max_length, limit, limit
+            )
         self.max_length = min(max_length or self._st.max_seq_length or limit, limit)
         self._st.max_seq_length = self.max_length
         prompts = self._st.prompts or {}
         docs = next((prompts[k] for k in ("document", "passage", "corpus") if prompts.get(k)), "")
-        self.query_prefix = str(prompts.get("query") or "") if query_prefix is None else query_prefix
+        self.query_prefix = (
+            str(prompts.get("query") or "") if query_prefix is None else query_prefix
+        )
         self.document_prefix = str(docs) if document_prefix is None else document_prefix
         modules = list(self._st)
         self._dense = len([m for m in modules[modules.index(pool) :] if isinstance(m, Dense)])

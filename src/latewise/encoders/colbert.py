@@ -222,7 +222,9 @@ class ColBERTEncoder(Encoder):
             meta = ckpt.json(file) or {}
             if isinstance(meta.get("config"), dict):
                 meta = meta["config"]
-            return {k: default if meta.get(n) is None else meta[n] for k, (n, default) in names.items()}
+            return {
+                k: default if meta.get(n) is None else meta[n] for k, (n, default) in names.items()
+            }
         if self.layout == "multi-vector-encoder":
             expansion = t.query_expansion
             return {
@@ -275,7 +277,9 @@ class ColBERTEncoder(Encoder):
         self._skiplist: list[int] = []
         if s["mask_punctuation"]:
             words = s.get("skiplist_words")
-            self._skiplist = self._skiplist_ids(list(string.punctuation if words is None else words))
+            self._skiplist = self._skiplist_ids(
+                list(string.punctuation if words is None else words)
+            )
         t = self._transformer
         t.query_expansion = None
         t.query_length, t.document_length = self.query_maxlen, self.doc_maxlen
@@ -331,7 +335,11 @@ class ColBERTEncoder(Encoder):
         marker = self._markers[0 if query else 1]
         if marker is None:
             return ""
-        return marker if marker.endswith(" ") or self.layout == "multi-vector-encoder" else marker + " "
+        return (
+            marker
+            if marker.endswith(" ") or self.layout == "multi-vector-encoder"
+            else marker + " "
+        )
 
     # -- contract -----------------------------------------------------------------------------
 
@@ -380,7 +388,9 @@ class ColBERTEncoder(Encoder):
         if self._mask is not None:
             features = self._mask(features, task=task)
         rows = zip(features["input_ids"], features["attention_mask"].bool(), strict=True)
-        return [[str(t) for t in self.tokenizer.convert_ids_to_tokens(i[k].tolist())] for i, k in rows]
+        return [
+            [str(t) for t in self.tokenizer.convert_ids_to_tokens(i[k].tolist())] for i, k in rows
+        ]
 
     def _encode_query_batch(self, queries: list[str]) -> list[torch.Tensor]:
         return self._encode(queries, query=True)
