@@ -111,8 +111,12 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(
             f"{given!r} is a file; pass the checkpoint folder that holds config.json instead"
         )
-    if given.startswith(("/", ".", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", given) or (
-        re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", given) is None  # not a hub id
+    if (
+        given.startswith(("/", ".", "~", "\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", given)
+        or (
+            re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", given) is None  # not a hub id
+        )
     ):
         raise CheckpointError(
             f"checkpoint folder {given!r} does not exist; pass an existing folder, a hub id "
