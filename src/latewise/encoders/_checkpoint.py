@@ -104,9 +104,12 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
     key = given.strip().lower()
     if key in SHORT_NAMES or key == MINILM_HUB_ID.lower():
         # The bundled copy serves the hub id offline; without the extra, try the hub cache.
-        with contextlib.suppress(MissingDependencyError if key not in SHORT_NAMES else ()):
+        try:
             path = minilm_path()
             return Checkpoint(path, MINILM_HUB_ID, checkpoint_digest(path), given)
+        except MissingDependencyError:
+            if key in SHORT_NAMES:
+                raise
     if expanded.exists():
         raise CheckpointError(
             f"{given!r} is a file; pass the checkpoint folder that holds config.json instead"

@@ -300,24 +300,24 @@ class ColBERTEncoder(Encoder):
             if token is None:
                 raise CheckpointError(f"{what}: marker token id {marker} is not in the vocabulary")
             marker = token
-        marker = str(marker)
+        text: str = str(marker)
         if text_prompt:
-            return marker
-        token_id = tok.convert_tokens_to_ids(marker)
-        if token_id is None or (token_id == tok.unk_token_id and marker != tok.unk_token):
+            return text
+        token_id = tok.convert_tokens_to_ids(text)
+        if token_id is None or (token_id == tok.unk_token_id and text != tok.unk_token):
             raise CheckpointError(
-                f"{what}: the marker token {marker!r} is not in the tokenizer's vocabulary; save "
+                f"{what}: the marker token {text!r} is not in the tokenizer's vocabulary; save "
                 "the tokenizer with it (PyLate adds its prefixes with tokenizer.add_tokens) or "
                 'pass query_token_id / doc_token_id naming a token that exists ("" for none)'
             )
-        if tok.tokenize(marker) != [marker]:
+        if tok.tokenize(text) != [text]:
             from transformers import AddedToken
 
-            special = AddedToken(marker, normalized=False, special=True)
+            special = AddedToken(text, normalized=False, special=True)
             tok.add_special_tokens(
                 {"additional_special_tokens": [special]}, replace_extra_special_tokens=False
             )
-        return marker
+        return text
 
     def _skiplist_ids(self, words: list[str]) -> list[int]:
         tok = self.tokenizer

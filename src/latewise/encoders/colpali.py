@@ -112,15 +112,9 @@ def colpali_family(ckpt: Checkpoint) -> str | None:
 
 @dataclass(frozen=True)
 class PatchGrid:
-    """Where an image's patches are among the rows ``encode_documents`` returns for it.
-
-    Attributes:
-        n_rows: patches along the image's height.
-        n_cols: patches along its width.
-        row_index: ``row_index[r * n_cols + c]`` is the output row of the patch in grid row
-            ``r`` (from the top) and column ``c`` (from the left).
-        image_size: the ``(width, height)`` of the image the grid describes.
-    """
+    """Where an image's patches are among the rows ``encode_documents`` returns for it: an
+    ``n_rows`` x ``n_cols`` grid over an image of ``image_size`` (width, height), the patch at grid
+    row ``r`` (from the top), column ``c`` (from the left) in row ``row_index[r * n_cols + c]``."""
 
     n_rows: int
     n_cols: int
@@ -158,14 +152,9 @@ class ColPaliEncoder(Encoder):
 
     Args:
         model_name_or_path: a local folder or a hub id (from the local Hugging Face cache).
-        family: force a colpali-engine family (a key of :data:`FAMILIES`) instead of reading it
-            from the files.
-        batch_size: inputs per forward pass (images are large: keep it small on CPU).
-        show_progress_bar: see :class:`~latewise.encoders.base.Encoder`.
-        device: ``None`` picks cuda, then mps, then cpu.
-        torch_dtype: weight dtype (float32 by default; bfloat16 is usual on GPUs).
-        compute_dtype: autocast dtype for the forward passes (``"bfloat16"``: ~2x faster on
-            CPUs with bf16 units and on GPUs); see :class:`~latewise.encoders.base.Encoder`.
+        family: force a colpali-engine family (a key of :data:`FAMILIES`).
+        batch_size, show_progress_bar, device, torch_dtype, compute_dtype: see
+            :class:`~latewise.encoders.base.Encoder` (images are large: small batches on CPU).
 
     Raises:
         MissingDependencyError: colpali-engine (extra ``colpali``) is not installed.
