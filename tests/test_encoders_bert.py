@@ -115,18 +115,25 @@ def test_fingerprint_and_labels(st_bert_dir: Path) -> None:
     assert enc.document_tokens(["a", "b"]) == [["[MEAN]"], ["[MEAN]"]]
 
 
-def test_unsupported_pooling_is_a_clear_error(tmp_path: Path, st_bert_dir: Path) -> None:
+def test_weightedmean_pooling_and_unknown_pooling(tmp_path: Path, st_bert_dir: Path) -> None:
     import shutil
 
     folder = tmp_path / "weighted"
     shutil.copytree(st_bert_dir, folder)
-    (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, "pooling_mode": "weightedmean"})
-    )
+    config = folder / "1_Pooling" / "config.json"
+    config.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "weightedmean"}))
+    enc = BertEncoder(folder)
+    assert enc.pooling == "weightedmean"
+    for text, vec in zip(TEXTS, enc.encode_documents(TEXTS), strict=True):
+        hidden, _ = _hidden(folder, text, 48)
+        weights = torch.arange(1, hidden.shape[0] + 1, dtype=torch.float32).unsqueeze(-1)
+        want = (hidden * weights).sum(0) / weights.sum()
+        torch.testing.assert_close(vec, _normalise(want), atol=1e-6, rtol=0)
+    # ... and the caller's choice wins over the checkpoint's.
+    assert BertEncoder(folder, pooling="cls").fingerprint["pooling"] == "cls"
+    config.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "median"}))
     with pytest.raises(CheckpointError, match="pooling"):
         BertEncoder(folder)
-    # ... unless the caller chooses a supported one.
-    assert BertEncoder(folder, pooling="cls").pooling == "cls"
 
 
 def test_bad_constructor_arguments(plain_bert_dir: Path) -> None:

@@ -429,3 +429,72 @@ def test_fingerprint_changes_when_weights_change(
     assert {k: v for k, v in changed.items() if k != "checkpoint"} == {
         k: v for k, v in colbert_ai.fingerprint.items() if k != "checkpoint"
     }
+
+
+# -- sentence-transformers 6 native saves -------------------------------------------------------
+
+
+def test_native_multi_vector_encoder_save_loads(tmp_path: Path, pylate_dir: Path) -> None:
+    """A ``MultiVectorEncoder.save`` folder (its own format: ``modules.json`` with
+    ``MultiVectorMask``, ``model_type: MultiVectorEncoder``) loads by path like a hub id, and
+    gives PyLate's vectors, since it was converted from the PyLate checkpoint."""
+    from sentence_transformers import MultiVectorEncoder
+
+    from latewise import load_encoder
+
+    folder = tmp_path / "native-mve"
+    MultiVectorEncoder(str(pylate_dir), device="cpu", local_files_only=True).save(str(folder))
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    assert config["model_type"] == "MultiVectorEncoder"
+    enc = load_encoder(folder)
+    assert isinstance(enc, ColBERTEncoder)
+    assert enc.layout == "multi-vector-encoder"
+    assert (enc.query_maxlen, enc.doc_maxlen) == (10, 20)
+    _assert_same(enc.encode_queries(QUERIES), _pylate_reference(pylate_dir, QUERIES, query=True))
+    _assert_same(enc.encode_documents(DOCS), _pylate_reference(pylate_dir, DOCS, query=False))
+    assert enc.fingerprint["layout"] == "multi-vector-encoder"
+    assert enc.fingerprint["query_marker"] == PYLATE_CONFIG["query_prefix"]
+
+
+def test_pylate_skiplist_word_that_is_no_token_drops_unk_like_pylate(
+    tmp_path: Path, pylate_dir: Path
+) -> None:
+    """PyLate looks skiplist words up with ``convert_tokens_to_ids``: a word that is not one
+    token maps to ``[UNK]``, and ``[UNK]`` document rows are dropped. sentence-transformers drops
+    the word instead and keeps those rows; latewise keeps PyLate's rule for PyLate checkpoints."""
+    from sentence_transformers import MultiVectorEncoder
+
+    folder = tmp_path / "pylate-unk"
+    shutil.copytree(pylate_dir, folder)
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    config["skiplist_words"] = [*string.punctuation, "not-a-token"]
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    text = [
+        "the cat sat on the mat \u00a7\u00a9 by the door"
+    ]  # two characters outside the vocabulary
+    enc = ColBERTEncoder(folder)
+    tokens = enc.tokenizer.tokenize(text[0])
+    assert tokens.count("[UNK]") == 2
+    got = enc.encode_documents(text)
+    assert "[UNK]" not in enc.document_tokens(text)[0]
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    weight = load_file(str(folder / "1_Dense" / "model.safetensors"))["linear.weight"]
+    skip = {tok.convert_tokens_to_ids(w) for w in config["skiplist_words"]}
+    assert tok.unk_token_id in skip
+    want = _reference(
+        folder,
+        text,
+        query=False,
+        prefix="",
+        marker=PYLATE_CONFIG["document_prefix"],
+        maxlen=PYLATE_CONFIG["document_length"],
+        expansion=False,
+        attend=False,
+        projection=weight,
+        skip_ids=skip,
+    )
+    _assert_same(got, want)
+    st_rows = MultiVectorEncoder(str(folder), device="cpu", local_files_only=True).encode_document(
+        text
+    )[0]
+    assert st_rows.shape[0] == got[0].shape[0] + 2  # sentence-transformers keeps the [UNK] rows

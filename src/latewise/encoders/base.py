@@ -1,10 +1,9 @@
-"""The ``Encoder`` contract every model wrapper follows, and the machinery they share.
+"""The ``Encoder`` contract: each input becomes a ``[n_vectors, dim]`` matrix of L2-normalised
+float32 vectors (BERT: one row; ColBERT: one per kept token; ColPali: one per patch and token).
 
-An encoder turns each input into a matrix ``[n_vectors, dim]`` of L2-normalised float32 vectors
-(BERT: one row; ColBERT: one row per kept token; ColPali: one row per patch and text token). The
-base class owns what is the same for all of them: input validation with positions in the error,
-length-sorted batching, progress bars, ``torch.inference_mode``, device choice and restoring the
-input order. Subclasses implement only ``_encode_query_batch`` / ``_encode_document_batch``.
+The base class owns input validation (positions named in errors), length-sorted batching,
+progress bars, ``torch.inference_mode``, autocast, device choice and the input order; subclasses
+implement ``_encode_query_batch`` / ``_encode_document_batch``.
 """
 
 from __future__ import annotations
@@ -62,11 +61,7 @@ def _describe(positions: Sequence[int]) -> str:
 
 
 def validate_texts(texts: object, what: str = "texts") -> list[str]:
-    """Check a batch of texts; raise a typed error naming every bad position.
-
-    Args:
-        texts: the caller's batch; must be a non-empty list or tuple of non-blank strings.
-        what: how to call the batch in messages ("queries", "documents").
+    """Check a non-empty list or tuple of non-blank strings (``what`` names it in messages).
 
     Raises:
         InvalidInputTypeError: ``texts`` is not a list/tuple (a lone string included), or holds
@@ -98,11 +93,8 @@ def validate_texts(texts: object, what: str = "texts") -> list[str]:
 
 
 def check_images(images: object, what: str = "documents") -> list[tuple[Image | Path, int]]:
-    """Validate a batch of PIL images and/or image paths without decoding the paths' pixels.
-
-    Every path is opened far enough to read its header and verify its structure, so a missing
-    or corrupt file is reported up front; its pixels are decoded later by :func:`decode_image`,
-    a batch at a time (a large batch of page images never sits in memory decoded at once).
+    """Validate PIL images and/or image paths: each path's header is read and verified up front,
+    its pixels decoded later, a batch at a time, by :func:`decode_image`.
 
     Returns:
         ``(item, pixels)`` per input: the RGB image or the path, and its width times height.
@@ -188,19 +180,13 @@ class Encoder(ABC):
     Args:
         model_name_or_path: a hub id or a local checkpoint folder.
         batch_size: how many inputs go through the model at once.
-        show_progress_bar: show a tqdm bar; ``None`` shows one when the ``latewise`` logger is at
-            INFO or lower and there is more than one batch.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...; ``None`` picks cuda, then
-            mps, then cpu.
-        torch_dtype: the dtype of the model weights (``torch.float32`` by default); outputs are
-            always float32.
-        compute_dtype: ``"bfloat16"`` or ``"float16"`` runs the forward passes under
-            ``torch.autocast`` in that dtype (weights stay in ``torch_dtype``): about 2x faster
-            on CPUs with bf16 units (AVX512-BF16, AMX) and on GPUs, vectors within ~1e-2 of
-            float32. ``None`` (default): no autocast.
-
-    Subclasses set ``modality`` (what ``encode_documents`` takes) and implement the two batch
-    methods; everything else is shared.
+        show_progress_bar: ``None`` shows a tqdm bar when the ``latewise`` logger is at INFO or
+            lower and there is more than one batch.
+        device: ``"cpu"``, ``"cuda:1"``, ``"mps"``...; ``None`` picks cuda, then mps, then cpu.
+        torch_dtype: the dtype of the model weights (float32 by default); outputs are float32.
+        compute_dtype: ``"bfloat16"`` / ``"float16"`` runs the forward passes under
+            ``torch.autocast`` (weights stay in ``torch_dtype``): faster on GPUs and CPUs with
+            bf16 units (AMX, AVX512-BF16), vectors within ~1e-2 of float32.
     """
 
     modality: Modality = "text"
@@ -238,18 +224,13 @@ class Encoder(ABC):
 
     @property
     def model_id(self) -> str:
-        """A portable name of the model: the hub id when known, else the checkpoint folder's name
-        (never an absolute path, so fingerprints compare across machines)."""
+        """The hub id, else the checkpoint folder's name (never an absolute path)."""
         return self._model_id if self._model_id is not None else self.model_name_or_path
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        """Everything that changes the vectors: encoder class, model, weights digest, dim, dtype
-        and the encoder's settings. A JSON-serialisable dict of plain values.
-
-        Two encoders with equal fingerprints produce the same vectors. The index stores this with
-        a collection and refuses to open it with an encoder whose fingerprint differs.
-        """
+        """Everything that changes the vectors (class, model, weights digest, dim, dtypes,
+        settings), as plain JSON values. The index refuses a collection whose differs."""
         info: dict[str, Any] = {
             "encoder": type(self).__name__,
             "model": self.model_id,
@@ -267,28 +248,21 @@ class Encoder(ABC):
 
     @property
     def max_document_tokens(self) -> int | None:
-        """How many *text* tokens of a document (as counted by ``tokenizer`` without special
-        tokens) the encoder reads; special and marker tokens are not counted. ``None``: no limit
-        or not a text encoder. Chunkers cut documents to this so nothing is silently truncated."""
+        """How many text tokens of a document (``tokenizer``, no special or marker tokens) the
+        encoder reads, so chunkers cut to it; ``None``: no limit or not a text encoder."""
         return None
 
     @abstractmethod
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
-        """A label for every row ``encode_documents`` returns for each document, in row order.
-
-        Text encoders give the token strings (so explanations can say which words matched);
-        ColPali gives ``"patch r,c"`` for image patches and token strings for the rest.
-        """
+        """A label for every row ``encode_documents`` returns, per document: token strings, or
+        ``"patch r,c"`` for image patches."""
 
     def _settings(self) -> dict[str, Any]:
         """Settings (beyond model and dim) that change vectors; subclasses extend."""
         return {}
 
     def query_tokens(self, queries: Sequence[str]) -> list[list[str]]:
-        """A label for every row ``encode_queries`` returns for each query, in row order.
-
-        Text encoders override this with token strings; this default labels rows by number.
-        """
+        """A label for every row ``encode_queries`` returns, per query (here: row numbers)."""
         return [[f"vector {i}" for i in range(v.shape[0])] for v in self.encode_queries(queries)]
 
     def encode_queries(
@@ -298,11 +272,7 @@ class Encoder(ABC):
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> list[torch.Tensor]:
-        """Encode query texts.
-
-        Returns:
-            One float32, L2-normalised ``[n_i, dim]`` tensor per query, in input order.
-        """
+        """One float32, L2-normalised ``[n_i, dim]`` tensor per query text, in input order."""
         texts = validate_texts(queries, "queries")
         return self._run(
             texts,
@@ -320,11 +290,8 @@ class Encoder(ABC):
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> list[torch.Tensor]:
-        """Encode documents: texts for text encoders, PIL images or image paths for ColPali.
-
-        Returns:
-            One float32, L2-normalised ``[n_i, dim]`` tensor per document, in input order.
-        """
+        """One float32, L2-normalised ``[n_i, dim]`` tensor per document (texts; PIL images or
+        image paths for ColPali), in input order."""
         items: list[Any]
         if self.modality == "text":
             items = validate_texts(documents, "documents")
@@ -363,9 +330,8 @@ class Encoder(ABC):
     # -- shared machinery ---------------------------------------------------------------------
 
     def _text_lengths(self, texts: list[str]) -> list[int]:
-        """Sort keys for batching: token counts when a fast tokenizer is at hand (batches of
-        similar token length waste little on padding: ~95% fill against ~78% when sorting by
-        characters on paragraphs), else character counts."""
+        """Sort keys for batching: token counts with a fast tokenizer (~95% fill against ~78%
+        sorting by characters), else character counts."""
         tokenizer = self.tokenizer
         if tokenizer is not None and getattr(tokenizer, "is_fast", False) and len(texts) > 1:
             try:

@@ -1,10 +1,12 @@
-"""``ColPaliEncoder``: one L2-normalised vector per page-image patch (and prompt token), through
-colpali-engine's own models and processors, so inputs are formatted exactly as it formats them.
+"""``ColPaliEncoder``: one L2-normalised vector per page-image patch (and prompt token).
 
-Families (picked from the checkpoint's ``config.json`` ``architectures`` / ``model_type``, or the
-base model named by a PEFT ``adapter_config.json``): ColPali (PaliGemma), ColQwen2, ColQwen2.5,
+colpali-engine's own saves run through its models and processors, so inputs are formatted exactly
+as it formats them. Families (from ``config.json`` ``architectures`` / ``model_type``, or the base
+model named by a PEFT ``adapter_config.json``): ColPali (PaliGemma), ColQwen2, ColQwen2.5,
 ColQwen3, ColQwen3.5, ColIdefics3, ColModernVBert, ColGemma3 and ColQwen2.5-Omni, as far as the
-installed colpali-engine provides them.
+installed colpali-engine provides them. transformers-native retrievers (``ColPaliForRetrieval``,
+``ColQwen2ForRetrieval``, ``ColModernVBertForRetrieval``: the ``*-hf`` checkpoints, family
+``"<name>-hf"``) run through sentence-transformers' ``MultiVectorEncoder``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from latewise.encoders import _st
 from latewise.encoders._checkpoint import (
     dtype_kwargs,
     from_pretrained_quietly,
@@ -86,6 +89,8 @@ def colpali_family(ckpt: Checkpoint) -> str | None:
     """The colpali-engine family of a checkpoint, or ``None`` if it is not a ColPali-style one."""
     config = ckpt.config
     for arch in config.get("architectures") or []:
+        if str(arch).endswith("ForRetrieval"):
+            return str(arch).removesuffix("ForRetrieval").lower() + "-hf"
         family = _BY_CLASS.get(str(arch).lower())
         if family is not None:
             return family
@@ -107,15 +112,9 @@ def colpali_family(ckpt: Checkpoint) -> str | None:
 
 @dataclass(frozen=True)
 class PatchGrid:
-    """Where an image's patches are among the rows ``encode_documents`` returns for it.
-
-    Attributes:
-        n_rows: patches along the image's height.
-        n_cols: patches along its width.
-        row_index: ``row_index[r * n_cols + c]`` is the output row of the patch in grid row
-            ``r`` (from the top) and column ``c`` (from the left).
-        image_size: the ``(width, height)`` of the image the grid describes.
-    """
+    """Where an image's patches are among the rows ``encode_documents`` returns for it: an
+    ``n_rows`` x ``n_cols`` grid over an image of ``image_size`` (width, height), the patch at grid
+    row ``r`` (from the top), column ``c`` (from the left) in row ``row_index[r * n_cols + c]``."""
 
     n_rows: int
     n_cols: int
@@ -153,13 +152,9 @@ class ColPaliEncoder(Encoder):
 
     Args:
         model_name_or_path: a local folder or a hub id (from the local Hugging Face cache).
-        family: force a family (a key of :data:`FAMILIES`) instead of reading it from the files.
-        batch_size: inputs per forward pass (images are large: keep it small on CPU).
-        show_progress_bar: see :class:`~latewise.encoders.base.Encoder`.
-        device: ``None`` picks cuda, then mps, then cpu.
-        torch_dtype: weight dtype (float32 by default; bfloat16 is usual on GPUs).
-        compute_dtype: autocast dtype for the forward passes (``"bfloat16"``: ~2x faster on
-            CPUs with bf16 units and on GPUs); see :class:`~latewise.encoders.base.Encoder`.
+        family: force a colpali-engine family (a key of :data:`FAMILIES`).
+        batch_size, show_progress_bar, device, torch_dtype, compute_dtype: see
+            :class:`~latewise.encoders.base.Encoder` (images are large: small batches on CPU).
 
     Raises:
         MissingDependencyError: colpali-engine (extra ``colpali``) is not installed.
@@ -201,21 +196,27 @@ class ColPaliEncoder(Encoder):
                 "or use ColBERTEncoder / BertEncoder for text checkpoints"
             )
         self.family = name
-        spec = FAMILIES[name]
-        model_cls, processor_cls = _colpali_classes(spec)
         what = f"ColPaliEncoder({ckpt.given!r})"
-        self._model = from_pretrained_quietly(
-            model_cls, ckpt.path, what, **dtype_kwargs(self.torch_dtype)
-        )
-        _tie_unloaded_output_embeddings(self._model, what)
-        self._model.to(self.device)
-        try:
-            self.processor = processor_cls.from_pretrained(str(ckpt.path))
-        except Exception as exc:
-            raise CheckpointError(f"{what}: cannot load the {spec.processor}: {exc}") from exc
+        self._st: Any = None
+        if name.endswith("-hf"):  # transformers-native: sentence-transformers runs it
+            self._st = _st.load("MultiVectorEncoder", ckpt, self.device, self.torch_dtype, None)
+            self._model, self.processor = self._st[0].model, self._st[0].processor
+        else:
+            spec = FAMILIES[name]
+            model_cls, processor_cls = _colpali_classes(spec)
+            self._model = from_pretrained_quietly(
+                model_cls, ckpt.path, what, **dtype_kwargs(self.torch_dtype)
+            )
+            _tie_unloaded_output_embeddings(self._model, what)
+            self._model.to(self.device)
+            try:
+                self.processor = processor_cls.from_pretrained(str(ckpt.path))
+            except Exception as exc:
+                raise CheckpointError(f"{what}: cannot load the {spec.processor}: {exc}") from exc
         # ``tokenizer`` stays None: it is the text-document tokenizer used by chunkers, and this
         # encoder's documents are images. The query tokenizer is ``processor.tokenizer``.
-        self._dim = int(getattr(self._model, "dim", 128))
+        config = self._model.config
+        self._dim = int(getattr(self._model, "dim", None) or config.embedding_dim)
         logger.info(
             "ColPaliEncoder %s (%s): dim=%d on %s", self.model_id, name, self._dim, self.device
         )
@@ -236,14 +237,15 @@ class ColPaliEncoder(Encoder):
 
     def _encode_query_batch(self, queries: list[str]) -> list[torch.Tensor]:
         lengths = self.processor.process_queries(queries)["attention_mask"].sum(1).tolist()
-        return self._grouped(queries, lengths, self.processor.process_queries)
+        return self._grouped(queries, lengths, "query", self.processor.process_queries)
 
     def _encode_document_batch(self, documents: list[Any]) -> list[torch.Tensor]:
-        return self._grouped(
-            documents, [im.size for im in documents], self.processor.process_images
-        )
+        keys = [im.size for im in documents]
+        return self._grouped(documents, keys, "document", self.processor.process_images)
 
-    def _grouped(self, items: list[Any], keys: list[Any], process: Any) -> list[torch.Tensor]:
+    def _grouped(
+        self, items: list[Any], keys: list[Any], task: str, process: Any
+    ) -> list[torch.Tensor]:
         """Run items sharing a key (token count, image size) together, so no batch is padded.
 
         A row's vectors then never depend on what it was batched with: with padding, some
@@ -255,10 +257,14 @@ class ColPaliEncoder(Encoder):
             groups.setdefault(key, []).append(i)
         out: list[torch.Tensor | None] = [None] * len(items)
         for idx in groups.values():
-            for i, vectors in zip(
-                idx, self._forward(process([items[i] for i in idx])), strict=True
-            ):
-                out[i] = vectors
+            group = [items[i] for i in idx]
+            if self._st is not None:
+                rows = self._st.encode(group, task=task, batch_size=len(group))
+                vectors = [torch.nn.functional.normalize(r.float(), dim=-1) for r in rows]
+            else:
+                vectors = self._forward(process(group))
+            for i, v in zip(idx, vectors, strict=True):
+                out[i] = v
         return [v for v in out if v is not None]
 
     def query_tokens(self, queries: Sequence[str]) -> list[list[str]]:
@@ -324,6 +330,10 @@ class ColPaliEncoder(Encoder):
         proc = self.processor
         config = self._model.config
         size = (int(image.width), int(image.height))
+        if self._st is not None:  # transformers' processors: the image tokens, row-major
+            config = getattr(config, "vlm_config", config)
+            image_token = proc.tokenizer.convert_tokens_to_ids(proc.image_token)
+            mask = (batch["input_ids"][0] == image_token) & att
         if hasattr(proc, "get_local_image_mask"):  # Idefics3-style tiles + a global tile
             mask = proc.get_local_image_mask(batch)[0] & att
             n_cols, n_rows = self._idefics_grid(image, int(mask.sum()))
@@ -332,7 +342,8 @@ class ColPaliEncoder(Encoder):
             by_xy = spatial[..., 0].long()  # [n_cols, n_rows] -> position
             order = by_xy.transpose(0, 1).reshape(-1)  # row-major over (r, c)
         else:
-            mask = proc.get_image_mask(batch)[0] & att
+            if self._st is None:
+                mask = proc.get_image_mask(batch)[0] & att
             positions_1d = mask.nonzero(as_tuple=True)[0]
             n = int(positions_1d.numel())
             if "image_grid_thw" in batch:
@@ -341,7 +352,8 @@ class ColPaliEncoder(Encoder):
                 n_rows, n_cols = h // merge, w // merge
             else:
                 patch = int(_config_value(config, "patch_size", 0))
-                n_cols, n_rows = proc.get_n_patches(size, patch) if patch else (0, 0)
+                get_n_patches = getattr(proc, "get_n_patches", None)
+                n_cols, n_rows = get_n_patches(size, patch) if get_n_patches else (0, 0)
                 if n_cols * n_rows != n and math.isqrt(n) ** 2 == n:
                     n_rows = n_cols = math.isqrt(n)  # pooled square grids (Gemma3)
             if n_rows * n_cols != n:

@@ -6,12 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from latewise.encoders._checkpoint import (
-    MINILM_HUB_ID,
-    SHORT_NAMES,
-    Checkpoint,
-    resolve_checkpoint,
-)
+from latewise.encoders._checkpoint import MINILM_HUB_ID, SHORT_NAMES, Checkpoint, resolve_checkpoint
 from latewise.encoders.base import Encoder
 from latewise.errors import CheckpointError
 
@@ -21,34 +16,16 @@ __all__ = ["EncoderKind", "detect_kind", "load_encoder"]
 
 EncoderKind = Literal["bert", "colbert", "colpali"]
 _KINDS: tuple[str, ...] = ("bert", "colbert", "colpali")
-_TEXT_MODEL_TYPES = {
-    "bert",
-    "distilbert",
-    "roberta",
-    "xlm-roberta",
-    "camembert",
-    "electra",
-    "deberta",
-    "deberta-v2",
-    "mpnet",
-    "albert",
-    "modernbert",
-    "nomic_bert",
-    "ernie",
-    "xlm",
-}
+_TEXT_MODEL_TYPES = {"bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra"}
+_TEXT_MODEL_TYPES |= {"deberta", "deberta-v2", "mpnet", "albert", "modernbert", "nomic_bert"}
+_TEXT_MODEL_TYPES |= {"ernie", "xlm"}
 
 
 def detect_kind(ckpt: Checkpoint) -> tuple[EncoderKind, str]:
-    """Which encoder a checkpoint wants, and why (for logs and errors).
-
-    - ``artifact.metadata`` / ``HF_ColBERT``, or PyLate files -> ``"colbert"``;
-    - a ColPali-family config or adapter -> ``"colpali"``;
-    - a sentence-transformers checkpoint with Pooling, or a plain BERT-family checkpoint ->
-      ``"bert"``.
+    """Which encoder a checkpoint wants, and why (see :func:`load_encoder`).
 
     Raises:
-        CheckpointError: none of these fit; the message names the classes to use instead.
+        CheckpointError: none fits; the message names the classes to use instead.
     """
     from latewise.encoders.colbert import colbert_layout
     from latewise.encoders.colpali import colpali_family
@@ -59,10 +36,9 @@ def detect_kind(ckpt: Checkpoint) -> tuple[EncoderKind, str]:
     family = colpali_family(ckpt)
     if family is not None:
         return "colpali", f"{family} checkpoint"
-    from latewise.encoders._text import read_modules
+    from latewise.encoders._st import module_kinds
 
-    modules = read_modules(ckpt)
-    if modules and any(m.kind == "pooling" for m in modules):
+    if "pooling" in (module_kinds(ckpt) or []):
         return "bert", "sentence-transformers checkpoint with a Pooling module"
     model_type = str(ckpt.config.get("model_type") or "")
     if model_type in _TEXT_MODEL_TYPES:
@@ -85,19 +61,19 @@ def load_encoder(
 ) -> Encoder:
     """Load the right encoder for a checkpoint, told from its files.
 
-    - colbert-ai (``artifact.metadata``) or PyLate files: :class:`ColBERTEncoder`;
-    - a ColPali-family config or PEFT adapter: :class:`ColPaliEncoder`;
+    - colbert-ai (``artifact.metadata``, ``HF_ColBERT``), PyLate or sentence-transformers
+      ``MultiVectorEncoder`` saves: :class:`ColBERTEncoder`;
+    - a colpali-engine config or PEFT adapter, or a transformers ``*ForRetrieval`` model
+      (``ColPaliForRetrieval``, ``ColQwen2ForRetrieval``...): :class:`ColPaliEncoder`;
     - a sentence-transformers checkpoint with Pooling, or a plain BERT-family checkpoint:
-      :class:`BertEncoder` (pass ``kind="colbert"`` for zero-shot late interaction instead);
-    - the short name ``"minilm"`` (all-MiniLM-L6-v2, bundled by ``latewise[minilm]``): a
-      zero-shot :class:`ColBERTEncoder`, since latewise is about late interaction.
+      :class:`BertEncoder` (``kind="colbert"`` for zero-shot late interaction instead);
+    - ``"minilm"`` (all-MiniLM-L6-v2, ``latewise[minilm]``): a zero-shot :class:`ColBERTEncoder`.
 
     Args:
         name_or_path: a local folder, a hub id in the local Hugging Face cache, or ``"minilm"``.
-        kind: ``"bert"``, ``"colbert"`` or ``"colpali"`` to choose the class instead of
-            detecting it (e.g. ``kind="colbert"`` for zero-shot late interaction over any BERT).
+        kind: ``"bert"``, ``"colbert"`` or ``"colpali"`` to choose the class instead.
         **kwargs: passed to the encoder's constructor (``batch_size``, ``device``,
-            ``torch_dtype``, ``doc_maxlen``...).
+            ``backend``, ``doc_maxlen``...). The backend is ``"torch"`` unless given.
 
     Example:
         >>> enc = load_encoder("minilm")                        # doctest: +SKIP
@@ -116,15 +92,8 @@ def load_encoder(
         else:
             kind, why = detect_kind(ckpt)
         logger.info("load_encoder(%r): %s -> %s", str(name_or_path), why, kind)
-    source: str | Path = name_or_path
-    if kind == "bert":
-        from latewise.encoders.bert import BertEncoder
+    from latewise import encoders
 
-        return BertEncoder(source, **kwargs)
-    if kind == "colbert":
-        from latewise.encoders.colbert import ColBERTEncoder
-
-        return ColBERTEncoder(source, **kwargs)
-    from latewise.encoders.colpali import ColPaliEncoder
-
-    return ColPaliEncoder(source, **kwargs)
+    cls = {"bert": "BertEncoder", "colbert": "ColBERTEncoder", "colpali": "ColPaliEncoder"}[kind]
+    encoder: Encoder = getattr(encoders, cls)(name_or_path, **kwargs)
+    return encoder
