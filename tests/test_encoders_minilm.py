@@ -3,6 +3,8 @@ under BertEncoder and under zero-shot ColBERTEncoder."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -108,3 +110,25 @@ def test_fingerprints_are_those_of_latewise_0_1(bert: BertEncoder, colbert: ColB
         "query_maxlen": 256,
         "skiplist": PUNCTUATION_IDS,
     }
+
+
+@pytest.mark.parametrize("which", ["bert", "colbert"])
+def test_a_query_longer_than_the_query_length_warns_once_with_the_tokens_dropped(
+    which: str, bert: BertEncoder, colbert: ColBERTEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = bert if which == "bert" else colbert
+    limit = encoder.max_query_tokens
+    assert limit is not None
+    long_query = " ".join(["honey"] * (limit + 40))  # "honey" is one token
+    with caplog.at_level(logging.WARNING, logger="latewise"):
+        short = encoder.encode_queries(["how do bees make honey"])
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="latewise"):
+        vectors = encoder.encode_queries([long_query, "bees", long_query])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # once per call
+    message = warnings[0].getMessage()
+    assert f"2 of 3 queries are longer than the model's query length ({limit} tokens)" in message
+    assert "80 tokens were dropped" in message
+    assert vectors[0].shape == vectors[2].shape  # encoded as the model allows
+    assert short[0].shape[1] == vectors[0].shape[1]

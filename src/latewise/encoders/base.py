@@ -252,6 +252,34 @@ class Encoder(ABC):
         encoder reads, so chunkers cut to it; ``None``: no limit or not a text encoder."""
         return None
 
+    @property
+    def max_query_tokens(self) -> int | None:
+        """How many text tokens of a query (no special or marker tokens) the encoder reads;
+        ``None``: no limit known. Longer queries are cut, with a warning."""
+        return None
+
+    def _warn_long_queries(self, texts: Sequence[str]) -> None:
+        """Log once per call how many query tokens the model's query length drops."""
+        limit, tokenizer = self.max_query_tokens, getattr(self, "tokenizer", None)
+        if limit is None or tokenizer is None:
+            return
+        got = tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        counts = [len(ids) for ids in got["input_ids"]]
+        long = [(i, n) for i, n in enumerate(counts) if n > limit]
+        if long:
+            dropped = sum(n - limit for _, n in long)
+            logger.warning(
+                "%d of %d queries are longer than the model's query length (%d tokens): %d "
+                "tokens were dropped (query %d has %d tokens); the model reads only the first %d",
+                len(long),
+                len(texts),
+                limit,
+                dropped,
+                long[0][0],
+                long[0][1],
+                limit,
+            )
+
     @abstractmethod
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
         """A label for every row ``encode_documents`` returns, per document: token strings, or
@@ -274,6 +302,7 @@ class Encoder(ABC):
     ) -> list[torch.Tensor]:
         """One float32, L2-normalised ``[n_i, dim]`` tensor per query text, in input order."""
         texts = validate_texts(queries, "queries")
+        self._warn_long_queries(texts)
         return self._run(
             texts,
             self._encode_query_batch,

@@ -147,9 +147,17 @@ class BertEncoder(Encoder):
 
     @property
     def max_document_tokens(self) -> int:
+        return self._text_tokens(self.document_prefix)
+
+    @property
+    def max_query_tokens(self) -> int:
+        return self._text_tokens(self.query_prefix)
+
+    def _text_tokens(self, prefix: str) -> int:
+        """Tokens of text that fit in ``max_length`` beside the special tokens and ``prefix``."""
         special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
-        prefix = self.tokenizer(self.document_prefix, add_special_tokens=False)["input_ids"]
-        return max(self.max_length - special - len(prefix), 1)
+        used = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        return max(self.max_length - special - len(used), 1)
 
     def _settings(self) -> dict[str, Any]:
         return {

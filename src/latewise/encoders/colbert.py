@@ -353,10 +353,18 @@ class ColBERTEncoder(Encoder):
 
     @property
     def max_document_tokens(self) -> int:
+        return self._text_tokens(self.doc_maxlen, query=False)
+
+    @property
+    def max_query_tokens(self) -> int:
+        return self._text_tokens(self.query_maxlen, query=True)
+
+    def _text_tokens(self, length: int, *, query: bool) -> int:
+        """Tokens of text that fit in ``length`` beside the special and marker tokens."""
         special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
-        prompt = self._prompt(False)
+        prompt = self._prompt(query)
         marker = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
-        return max(self.doc_maxlen - special - marker, 1)
+        return max(length - special - marker, 1)
 
     def _settings(self) -> dict[str, Any]:
         lowercase = bool(getattr(self._transformer, "do_lower_case", False))
