@@ -107,7 +107,7 @@ def part1(args: argparse.Namespace) -> dict[str, Any]:
         reopened = LateInteractionIndex(SyntheticEncoder([], 128), path=path, collection="scale")
         rss0 = proc.memory_info().rss
         p50, p95, recall, cold = latency_and_recall(reopened, queries, args.exact_queries)
-        mem = reopened.corpus.memory()
+        mem = reopened.view.memory()
         rss1 = proc.memory_info().rss
         print(
             f"[synthetic] on disk {on_disk / n_vectors:.1f} bytes/vector (Chroma folder, "

@@ -7,7 +7,9 @@ two run real subprocesses: the installed ``latewise`` console script, and ``pyth
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from typer.testing import CliRunner
 import latewise
 from latewise import cli
 from latewise.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, app
+from latewise.cli.output import make_snippet, matched_terms
 from tests.fixtures.chroma_server import _free_port
 from tests.fixtures.documents import make_garbage_pdf, make_image, make_pdf, make_text_pdf
 
@@ -106,11 +109,13 @@ def text_db(minilm: None, corpus: Path, tmp_path_factory: pytest.TempPathFactory
 
 def test_help_of_every_command() -> None:
     top = ok(run("--help")).stdout
-    for command in ("index", "search", "info", "delete", "explain"):
+    for command in ("index", "search", "info", "list", "delete", "drop", "repair", "explain"):
         assert command in top
         text = ok(run(command, "--help")).stdout
         assert text.startswith(f"Usage: latewise {command} [OPTIONS]")
-        assert "--collection" in text
+        assert "--collection" in text or command in ("drop", "repair")
+        if command in ("drop", "repair"):
+            assert "COLLECTION" in text
         if command != "index":
             assert "--path" in text
             assert "--host" in text
@@ -286,7 +291,7 @@ def test_delete_by_id_where_and_confirmation(
     # Unknown ids: exit 1, nothing deleted.
     one_error_line(run("delete", cats, "--path", db, "-c", "zoo"), EXIT_ERROR, "none of the")
     # On a terminal the user is asked; "n" keeps everything.
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(importlib.import_module("latewise.cli.app"), "is_interactive", lambda: True)
     where = '{"file_name": "dogs.md"}'
     result = run("delete", "--where", where, "--path", db, "-c", "zoo", input="n\n")
     one_error_line(result, EXIT_ERROR, "aborted; nothing deleted")
@@ -367,7 +372,8 @@ def test_nothing_to_index(minilm: None, tmp_path: Path) -> None:
     folder.mkdir()
     make_image(folder / "a.png")
     result = run("index", folder, "--path", tmp_path / "db")
-    one_error_line(result, EXIT_ERROR, "found nothing to index", ".txt")
+    one_error_line(result, EXIT_ERROR, "nothing indexed", "a.png", "reads text (", ".txt")
+    assert "image encoder (ColPali)" in result.stderr
 
 
 def test_server_options_conflict_and_unreachable_server(tmp_path: Path) -> None:
@@ -382,7 +388,6 @@ def test_verbose_shows_the_traceback(text_db: Path) -> None:
     result = run("-v", "explain", "cats", "no-such-id", "--path", text_db)
     assert result.exit_code == EXIT_ERROR
     assert "Traceback" in result.stderr
-    assert "DocumentNotFoundError" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: no document with id")
     # The next run without -v shows one line again.
     result = run("explain", "cats", "no-such-id", "--path", text_db)
@@ -452,3 +457,255 @@ def test_server_mode(minilm: None, chroma_server: tuple[str, int], corpus: Path)
     # Nothing is stored locally for a text collection on a server (the index may create the
     # empty page-image folder ./.latewise/pages/<collection>).
     assert not [p for p in Path().glob(".latewise/**/*") if p.is_file()]
+
+
+# -- commands that need no model ------------------------------------------------------------------
+
+_NO_TORCH_RUNNER = """
+import json, sys
+from typer.testing import CliRunner
+from latewise.cli import app
+
+db = sys.argv[1]
+outputs = {}
+for args in (
+    ["info", "--json", "--path", db],
+    ["list", "--path", db, "--json"],
+    ["list", "--path", db, "--where", '{"file_name": "cats.txt"}'],
+    ["delete", "--path", db, "--where", '{"file_name": "dogs.md"}', "--yes"],
+    ["repair", "--path", db],
+    ["drop", "latewise", "--path", db, "--yes"],
+    ["info", "--json", "--path", db],
+):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    outputs[" ".join(args[:1] + args[2:3]) + str(len(outputs))] = result.stdout
+heavy = [m for m in ("torch", "transformers", "latewise.encoders.colbert") if m in sys.modules]
+print(json.dumps({"heavy": heavy, "outputs": list(outputs.values())}))
+"""
+
+
+def test_no_model_commands_load_no_encoder_and_no_torch(text_db: Path, tmp_path: Path) -> None:
+    """info, list, delete, repair and drop in a fresh process: none imports torch."""
+    db = tmp_path / "copy"
+    shutil.copytree(text_db, db)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_RUNNER, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["heavy"] == []
+    info, listed, cats, deleted, repaired, dropped, after = data["outputs"]
+    assert json.loads(info)["collections"][0]["documents"] == 4
+    assert len(listed.splitlines()) == 4
+    listed_ids = [json.loads(line)["id"] for line in listed.splitlines()]
+    assert listed_ids == sorted(listed_ids)
+    assert cats.strip().endswith("cats.txt#chunk=0\tcats.txt")
+    assert "Deleted 1 document(s)" in deleted
+    assert "needed no repair" in repaired
+    assert "Dropped collection 'latewise' (3 document(s))" in dropped
+    assert json.loads(after)["collections"] == []
+
+
+def test_list_command(text_db: Path) -> None:
+    listed = ok(run("list", "--path", text_db)).stdout.splitlines()
+    assert len(listed) == 4
+    assert [line.split("\t")[0] for line in listed] == sorted(
+        line.split("\t")[0] for line in listed
+    )
+    assert {line.split("\t")[1] for line in listed} == {
+        "cats.txt",
+        "dogs.md",
+        "parrots.html",
+        "kettles.rst",
+    }
+    limited = ok(run("list", "--path", text_db, "-n", "1"))
+    assert len(limited.stdout.splitlines()) == 1
+    assert "3 more" in limited.stderr
+    rows = hits(run("list", "--path", text_db, "--json", "--where", '{"file_name": "dogs.md"}'))
+    assert [r["metadata"]["file_name"] for r in rows] == ["dogs.md"]
+    none = ok(run("list", "--path", text_db, "--where", '{"file_name": "none"}'))
+    assert none.stdout == ""
+    assert "No documents" in none.stderr
+
+
+def test_drop_asks_and_refuses_without_a_terminal(
+    minilm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = write_texts(tmp_path / "docs", {"a.txt": "Apples are red."})
+    db = tmp_path / "db"
+    ok(run("index", docs, "--path", db, "-c", "fruit", "-q"))
+    # Not a terminal and no --yes: refused, nothing dropped.
+    result = run("drop", "fruit", "--path", db)
+    one_error_line(result, EXIT_USAGE, "refusing without confirmation", "--yes")
+    one_error_line(run("drop", "nope", "--path", db, "--yes"), EXIT_ERROR, "'nope' does not exist")
+    monkeypatch.setattr(importlib.import_module("latewise.cli.app"), "is_interactive", lambda: True)
+    result = run("drop", "fruit", "--path", db, input="n\n")
+    one_error_line(result, EXIT_ERROR, "aborted; nothing dropped")
+    assert "Drop collection 'fruit' (1 document(s))" in result.output
+    assert ok(run("list", "--path", db, "-c", "fruit")).stdout.count("a.txt#chunk=0") == 1
+    result = ok(run("drop", "fruit", "--path", db, input="y\n"))
+    assert "Dropped collection 'fruit' (1 document(s))" in result.stdout
+    assert json.loads(ok(run("info", "--json", "--path", db)).stdout)["collections"] == []
+
+
+# -- argument errors before any model loads -----------------------------------------------------
+
+
+def test_usage_errors_come_before_anything_is_opened(tmp_path: Path) -> None:
+    nowhere = tmp_path / "none"
+    one_error_line(run("search", "", "--path", nowhere), EXIT_USAGE, "the query is empty")
+    one_error_line(run("search", "   ", "--path", nowhere), EXIT_USAGE, "the query is empty")
+    one_error_line(run("explain", " ", "id", "--path", nowhere), EXIT_USAGE, "the query is empty")
+    result = run("index", tmp_path, "--path", nowhere, "--chunk-size", "8", "--chunk-overlap", "8")
+    one_error_line(result, EXIT_USAGE, "--chunk-overlap (8) must be smaller than --chunk-size (8)")
+    result = run("search", "cats", "-k", "0", "--path", nowhere)
+    assert result.exit_code == EXIT_USAGE
+    assert "-k" in result.stderr
+    result = run("drop", "x", "--path", nowhere, "--host", "localhost")
+    one_error_line(result, EXIT_USAGE, "--path names an embedded database")
+    assert not nowhere.exists()
+
+
+def test_library_argument_errors_name_the_option(minilm: None, tmp_path: Path) -> None:
+    docs = write_texts(tmp_path / "docs", {"a.txt": "Apples are red."})
+    result = run("index", docs, "--path", tmp_path / "db", "--chunk-size", "100000")
+    line = one_error_line(result, EXIT_USAGE, "--chunk-size (100000) is larger than")
+    assert "chunk_size" not in line
+
+
+def test_empty_query_loads_nothing_in_a_fresh_process(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from latewise.cli import app\n"
+        f"r = CliRunner().invoke(app, ['search', '', '--path', {str(tmp_path)!r}])\n"
+        "assert r.exit_code == 2, r.output\n"
+        "assert 'the query is empty' in r.stderr\n"
+        "heavy = [m for m in ('torch', 'chromadb', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- sync, snippets -------------------------------------------------------------------------------
+
+
+def test_index_sync_removes_gone_files_and_shrunk_chunks(minilm: None, tmp_path: Path) -> None:
+    long = " ".join(f"Sentence {i} is about apples and pears." for i in range(12))
+    docs = write_texts(
+        tmp_path / "docs", {"a.txt": long, "b.txt": "Bananas are yellow.", "sub/c.txt": "Cherry."}
+    )
+    db = tmp_path / "db"
+    args = ("--path", db, "--chunk-size", "16", "--chunk-overlap", "0")
+    ok(run("index", docs, *args, "-q"))
+    before = ok(run("list", "--path", db)).stdout
+    assert before.count("a.txt#chunk=") >= 3
+    (docs / "b.txt").unlink()
+    shutil.rmtree(docs / "sub")
+    (docs / "a.txt").write_text("Apples only.", encoding="utf-8")
+    # Without --sync, the documents of deleted files stay; a.txt's extra chunks go.
+    ok(run("index", docs, *args))
+    listed = ok(run("list", "--path", db)).stdout
+    assert listed.count("a.txt#chunk=") == 1
+    assert "b.txt#chunk=0" in listed
+    assert "c.txt#chunk=0" in listed
+    # --sync forgets files under PATH that are gone, and only under PATH.
+    other = write_texts(tmp_path / "other", {"d.txt": "Dates."})
+    ok(run("index", other, *args, "-q"))
+    (other / "d.txt").unlink()
+    result = ok(run("index", docs, *args, "--sync"))
+    assert "2 deleted" in result.stdout
+    listed = ok(run("list", "--path", db)).stdout
+    assert "b.txt" not in listed
+    assert "c.txt" not in listed
+    assert "d.txt#chunk=0" in listed  # not under the PATH given
+
+
+def test_search_snippet_shows_the_matched_passage(
+    minilm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filler = " ".join(f"Line {i} talks about the weather in spring." for i in range(20))
+    text = f"{filler} Meanwhile the volcano erupted with glowing lava. {filler}"
+    docs = write_texts(tmp_path / "docs", {"long.txt": text, "b.txt": "Bananas are yellow."})
+    db = tmp_path / "db"
+    ok(run("index", docs, "--path", db, "-q"))
+    id_width = len(str(docs / "long.txt#chunk=0"))
+    monkeypatch.setenv("COLUMNS", str(id_width + 90))
+    table = ok(run("search", "volcano lava", "--path", db, "-k", "1")).stdout.splitlines()
+    assert "volcano" in table[1]
+    assert "lava" in table[1]
+    assert "…" in table[1]
+    assert len(table[1]) <= id_width + 90  # as wide as the terminal
+    assert "\x1b[" not in table[1]  # no colours when stdout is not a terminal
+    monkeypatch.setenv("COLUMNS", str(id_width + 200))
+    wide = ok(run("search", "volcano lava", "--path", db, "-k", "1")).stdout.splitlines()
+    assert id_width + 90 < len(wide[1]) <= id_width + 200
+    found = hits(run("search", "volcano lava", "--path", db, "-k", "1", "--json"))
+    assert "volcano" in found[0]["text"]
+    assert found[0]["text"].startswith("Line 0")
+
+
+def test_snippet_window_and_highlight() -> None:
+    text = "alpha beta gamma " * 20 + "the volcano erupted with lava " + "delta epsilon " * 20
+    snip = make_snippet(text, {"volcano", "lava"}, 40)
+    assert len(snip.text) <= 40
+    assert "volcano" in snip.text
+    assert snip.text.startswith("…")
+    assert snip.text.endswith("…")
+    marked = [snip.text[a:b] for a, b in snip.spans]
+    assert marked == ["volcano", "lava"]
+    styled = snip.render(style=True)
+    assert "\x1b[" in styled
+    assert snip.render(style=False) == snip.text
+    short = make_snippet("Cats  purr\nloudly.", {"purr"}, 80)
+    assert short.text == "Cats purr loudly."
+    assert [short.text[a:b] for a, b in short.spans] == ["purr"]
+    # Matched document tokens, without special tokens and short pieces; the query's words when
+    # there are no token labels.
+    labels = ["[CLS]", "[D]", "cats", "pu", "##rr", ".", "the", "[SEP]"]
+    assert matched_terms("why do cats purr", [0, 2, 3, 4, 5, 6], labels) == {"cats", "pu"}
+    assert matched_terms("felines", [2, 6], labels) == {"cats", "the"}  # none close to the query
+    assert matched_terms("why do cats purr", [0, 0], None) == {"why", "cats", "purr"}
+    # "the" never lights up "weather"; a token lights up the longer word it begins.
+    snip = make_snippet("the weather erupted", {"the", "erupt"}, 80)
+    assert [snip.text[a:b] for a, b in snip.spans] == ["the", "erupted"]
+
+
+def test_python_dash_m_latewise_cli() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "latewise.cli", "drop", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("Usage: latewise drop [OPTIONS]")
+    assert "COLLECTION" in first
+
+
+def test_index_warns_before_a_slow_file(
+    minilm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The large-file warning of ingest reaches the terminal as a ``warning:`` line."""
+    from latewise.ingest import documents
+
+    monkeypatch.setattr(documents, "LONG_LINE_BYTES", 64)
+    docs = write_texts(tmp_path / "docs", {"one-line.txt": "word " * 40, "ok.txt": "Fine.\n"})
+    result = ok(run("index", docs, "--path", tmp_path / "db"))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1
+    assert "one-line.txt (200 B) has a line longer than 64 B" in warnings[0]

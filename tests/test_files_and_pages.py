@@ -175,7 +175,9 @@ def test_add_files_with_text_encoder_rejects_images(tmp_path: Path) -> None:
     index = LateInteractionIndex(HashEncoder(), path=tmp_path / "db", collection="txt")
     report = index.add_files([image])
     assert report.failed_paths == [str(image)]
-    assert "unsupported" in report.failures[0][1]
+    reason = report.failures[0][1]
+    assert "encoder reads text (" in reason
+    assert "not images" in reason
 
 
 def test_add_files_fits_a_compression_codec_on_many_files(

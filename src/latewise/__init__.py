@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from latewise.__about__ import __version__
 from latewise.errors import (
     CheckpointError,
+    ConcurrentWriteError,
     DimensionMismatchError,
     DocumentNotFoundError,
     DuplicateIdError,
@@ -25,6 +26,7 @@ from latewise.errors import (
     InvalidInputTypeError,
     LatewiseError,
     MissingDependencyError,
+    PartialWriteError,
     SettingsMismatchError,
     StoreError,
 )
@@ -61,6 +63,7 @@ __all__ = [
     "CheckpointError",
     "ColBERTEncoder",
     "ColPaliEncoder",
+    "ConcurrentWriteError",
     "DimensionMismatchError",
     "DocumentNotFoundError",
     "DuplicateIdError",
@@ -79,6 +82,7 @@ __all__ = [
     "MissingDependencyError",
     "PackedVectors",
     "PageRef",
+    "PartialWriteError",
     "Record",
     "SettingsMismatchError",
     "StoreError",

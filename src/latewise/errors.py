@@ -124,3 +124,28 @@ class DuplicateIdError(InvalidInputError):
 
 class SettingsMismatchError(LatewiseError, ValueError):
     """An index setting that differs from the one the collection was created with."""
+
+
+class PartialWriteError(StoreError):
+    """A write failed after some of its documents were stored.
+
+    Attributes:
+        written: the ids stored before the failure, in input order. Every one of them is whole
+            (searchable with its vectors); re-running the same call skips them and writes the
+            rest (writes are idempotent).
+    """
+
+    def __init__(self, message: str, written: Sequence[str]) -> None:
+        super().__init__(message)
+        self.written = list(written)
+
+
+class ConcurrentWriteError(StoreError):
+    """Another process holds the write lock of an embedded collection folder."""
+
+
+def check_positive(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (not a bool); else :class:`InvalidInputError` naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value

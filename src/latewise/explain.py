@@ -117,34 +117,45 @@ def _labels(fn: Any, items: list[Any], n: int) -> list[str]:
 def _matches(
     q: torch.Tensor, d: torch.Tensor, q_labels: list[str], d_labels: list[str]
 ) -> tuple[float, list[TokenMatch], torch.Tensor]:
-    sim = q.float() @ d.float().t()
-    values, idx = sim.max(dim=1)
-    matches = [
-        TokenMatch(q_labels[i], d_labels[j], j, float(v))
-        for i, (v, j) in enumerate(zip(values.tolist(), idx.tolist(), strict=True))
-    ]
-    return float(values.sum()), matches, sim
+    """The score (from the one exact MaxSim kernel, as search reports it), each query vector's
+    match, and the similarity matrix (for maps)."""
+    import torch
+
+    from latewise.scoring import maxsim_flat_matches
+
+    q, d = q.float(), d.float()
+    scores, best = maxsim_flat_matches(q, d, torch.tensor([0, d.shape[0]], dtype=torch.int64))
+    sim = q @ d.t()
+    idx = best[0].tolist()
+    matches = [TokenMatch(q_labels[i], d_labels[j], j, float(sim[i, j])) for i, j in enumerate(idx)]
+    return float(scores[0]), matches, sim
 
 
-def explain_text(encoder: Encoder, query: str, doc_id: str, text: str) -> Explanation:
-    """Which document token each query token matched, for a text document."""
+def explain_text(
+    encoder: Encoder, query: str, doc_id: str, text: str, vectors: torch.Tensor | None = None
+) -> Explanation:
+    """Which document token each query token matched, for a text document (``vectors``: the
+    document's stored vectors; encoded from ``text`` when not given)."""
     q = encoder.encode_queries([query])[0]
-    d = encoder.encode_documents([text])[0]
+    d = vectors if vectors is not None else encoder.encode_documents([text])[0]
     q_labels = _labels(getattr(encoder, "query_tokens", None), [query], q.shape[0])
     d_labels = _labels(getattr(encoder, "document_tokens", None), [text], d.shape[0])
     score, matches, _ = _matches(q, d, q_labels, d_labels)
     return Explanation(query, doc_id, score, matches)
 
 
-def explain_image(encoder: Encoder, query: str, doc_id: str, image: Image) -> Explanation:
-    """Similarity maps of each query token over a page image's patch grid (ColPali)."""
+def explain_image(
+    encoder: Encoder, query: str, doc_id: str, image: Image, vectors: torch.Tensor | None = None
+) -> Explanation:
+    """Similarity maps of each query token over a page image's patch grid (ColPali);
+    ``vectors``: the page's stored vectors (encoded from ``image`` when not given)."""
     patch_grid = getattr(encoder, "patch_grid", None)
     if patch_grid is None:
         raise InvalidInputError(
             f"{type(encoder).__name__} has no patch grid; similarity maps need a ColPali encoder"
         )
     q = encoder.encode_queries([query])[0]
-    d = encoder.encode_documents([image])[0]
+    d = vectors if vectors is not None else encoder.encode_documents([image])[0]
     grid = patch_grid(image)
     q_labels = _labels(getattr(encoder, "query_tokens", None), [query], q.shape[0])
     d_labels = _labels(getattr(encoder, "document_tokens", None), [image], d.shape[0])

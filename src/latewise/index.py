@@ -1,173 +1,59 @@
-"""The late-interaction index: encoders, exact MaxSim and Chroma joined together.
+"""The late-interaction index: one facade over the engine.
 
-:class:`LateInteractionIndex` is the one place that knows models, scoring and storage. It adds,
-upserts and deletes documents (texts, or page images with a ColPali encoder) in a Chroma
-collection and searches them in two stages:
+:class:`LateInteractionIndex` joins an encoder, exact MaxSim scoring and a Chroma collection.
+What happens inside (see ``docs/architecture.md``):
 
-1. candidates: every document is summarised by a few "prototype" vectors (means of runs of its
-   vectors), stored as Chroma rows. The first stage scores the query against all prototypes with
-   MaxSim in memory (an int8 table) — on 20k MiniLM documents this finds 98% of the exact top 10
-   among 512 candidates, where querying Chroma's HNSW index per query vector found 82% at the
-   same cost — and falls back to Chroma's HNSW index when the prototypes are too many to hold.
-   ``where`` filters are evaluated by Chroma either way. In a compressed collection the scan
-   proposes more candidates (2,048), re-ranked by the sum of their prototype score and their
-   centroid-interaction score (PLAID's estimate from the residual codes' centroids).
-2. ranking: exact float32 MaxSim over the candidates' full multi-vectors, expanded from their
-   stored form (float16 or residual codes) a cache-sized block at a time.
+- writes go through :class:`~latewise.engine.writer.Writer` (check everything, then encode,
+  pool, compress and store a batch at a time, documents visible whole or not at all);
+- searches ask :class:`~latewise.engine.first_stage.FirstStage` for candidates (an int8 scan of
+  every document's prototypes, or Chroma's HNSW index; narrowed by centroid interaction in
+  compressed collections) and :class:`~latewise.engine.ranker.Ranker` scores them with the one
+  exact MaxSim kernel;
+- both work on a :class:`~latewise.engine.view.CorpusView`, the in-memory view of the
+  collection kept in step with Chroma, the source of truth.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latewise.corpus import CorpusView, best_ids
+from latewise.engine.binding import as_encoder, config_for, load_stored_encoder, stored_settings
+from latewise.engine.first_stage import FirstStage
+from latewise.engine.ranker import Ranker
+from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
+from latewise.engine.view import CorpusView
+from latewise.engine.writer import CodecState, Writer, prepare_inputs
 from latewise.errors import (
     DimensionMismatchError,
-    DuplicateIdError,
-    EmptyInputError,
+    DocumentNotFoundError,
     EncoderMismatchError,
-    FilterError,
     InvalidInputError,
     InvalidInputTypeError,
-    SettingsMismatchError,
-    StoreError,
+    check_positive,
 )
-from latewise.store.chroma import RESERVED_PREFIX, ChromaStore, DocRecord
+from latewise.store.chroma import ChromaStore, validate_collection_name
+from latewise.store.client import DEFAULT_PATH
+from latewise.store.filters import check_contains_targets, check_where
 from latewise.types import Hit, PageRef, Record
 
 if TYPE_CHECKING:
     import torch
     from chromadb.api import ClientAPI
 
-    from latewise.compression import VectorCodec
     from latewise.encoders import Encoder
     from latewise.explain import Explanation
     from latewise.ingest import IngestReport
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexSettings", "LateInteractionIndex", "WriteStats"]
+__all__ = ["DEFAULT_COLLECTION", "DEFAULT_PATH", "IndexSettings", "LateInteractionIndex"]
 
-DEFAULT_PATH = ".latewise"
 DEFAULT_COLLECTION = "latewise"
-_CODEC_KEY = "codec"
-# Documents in the first batch of a compressed collection, whose vectors fit the codec: with
-# MiniLM, a codec fitted on 256 documents kept 0.75 of the uncompressed top 10, on 2,000 0.90.
-_CODEC_SAMPLE_DOCS = 1024
-# Default search sizes. Compressed collections re-rank the scan's candidates by a second estimate
-# (centroid interaction) before exact scoring, so fewer need it: with MiniLM, the best 192 of
-# 2,048 held 0.981 (50k documents) and 0.989 (48.5k) of the exact top 10 at p50 57 ms, 512 of
-# them 0.992 at 74 ms; the 50k synthetic set searched in 49 ms.
-_N_RERANK = 512
-_N_RERANK_COMPRESSED = 192
-_N_CANDIDATES = 2048
-_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    """Storage settings, fixed when a collection is created and stored with it.
-
-    Attributes:
-        compression: ``None`` to store float16 vectors, or 1, 2 or 4 bits per dimension of
-            ColBERTv2-style residual codes (centroids fitted on the first documents added: the
-            first ``add`` writes at least 1,024 of them in its first batch, so add a
-            representative set first — a codec fitted on a handful of documents compresses
-            the rest poorly).
-        pool_factor: keep about ``n / pool_factor`` vectors per document by hierarchical
-            clustering of its vectors (colpali-engine's token pooling); 1 keeps all.
-        prototypes: how many first-stage vectors (means of consecutive runs of the document's
-            vectors) represent each document. They are stored as rows of an HNSW-indexed Chroma
-            collection; searches scan them in memory with exact MaxSim to propose candidates,
-            or query Chroma's HNSW index when they are too many to hold (``scan_bytes``).
-        hnsw: Chroma HNSW settings of the first-stage collection.
-    """
-
-    compression: int | None = None
-    pool_factor: int = 1
-    prototypes: int = 6
-    hnsw: tuple[tuple[str, Any], ...] = (
-        ("ef_construction", 64),
-        ("ef_search", 96),
-        ("max_neighbors", 16),
-    )
-
-    def __post_init__(self) -> None:
-        if self.compression not in (None, 1, 2, 4):
-            raise InvalidInputError(
-                f"compression must be None, 1, 2 or 4 bits, got {self.compression!r}"
-            )
-        for name in ("pool_factor", "prototypes"):
-            _check_positive(name, getattr(self, name))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "compression": self.compression,
-            "pool_factor": self.pool_factor,
-            "prototypes": self.prototypes,
-            "hnsw": dict(self.hnsw),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> IndexSettings:
-        return cls(
-            compression=data.get("compression"),
-            pool_factor=int(data.get("pool_factor", 1)),
-            prototypes=int(data.get("prototypes", 6)),
-            hnsw=tuple(sorted(dict(data.get("hnsw", {})).items())),
-        )
-
-
-@dataclass
-class WriteStats:
-    """Counts and timings of what an index object wrote: documents (re)encoded and stored, their
-    vectors, first-stage rows, stored vector bytes, and where the time went. Documents skipped as
-    unchanged are not counted."""
-
-    documents: int = 0
-    vectors: int = 0
-    rows: int = 0
-    bytes: int = 0
-    #: Seconds spent running the encoder.
-    encode_seconds: float = 0.0
-    #: Seconds spent pooling, fitting/applying compression and computing first-stage rows.
-    prepare_seconds: float = 0.0
-    #: Seconds spent writing to Chroma.
-    store_seconds: float = 0.0
-
-
-@dataclass
-class _FileDoc:
-    """One document cut from a file by :meth:`LateInteractionIndex.add_files`."""
-
-    source: str
-    id: str
-    item: Any
-    metadata: dict[str, Any]
-    kind: str  # "page", "text", or "end" (the file is finished)
-
-
-@dataclass
-class _Prepared:
-    """One input, checked and hashed, before encoding."""
-
-    position: int
-    id: str
-    item: Any
-    text: str | None
-    page: PageRef | None
-    metadata: dict[str, Any]
-    filterable: dict[str, Any]
-    ver: str
 
 
 class LateInteractionIndex:
@@ -205,35 +91,27 @@ class LateInteractionIndex:
 
     Args:
         encoder: an :class:`~latewise.encoders.Encoder`, a name/path for
-            :func:`~latewise.encoders.load_encoder`, or ``None`` to reuse the encoder stored with
-            an existing collection.
+            :func:`~latewise.encoders.load_encoder`, or ``None`` to use the encoder stored with
+            an existing collection (loaded only when something must be encoded).
         path: folder of an embedded Chroma (``PersistentClient``); ``./.latewise`` when neither
-            ``path`` nor ``client`` is given.
-        client: any Chroma client (e.g. ``chromadb.HttpClient`` for a server).
-        collection: the collection name.
+            ``path``, ``client`` nor ``ephemeral`` is given. One process writes it at a time
+            (an inter-process lock; see ``lock_timeout``).
+        client: any Chroma client (e.g. ``chromadb.HttpClient`` for a server: many writers).
+        collection: the collection name (3-500 characters: letters, digits, ``.``, ``_``, ``-``).
         ephemeral: use an in-memory ``EphemeralClient`` (nothing persists).
         compression, pool_factor, prototypes, hnsw: storage settings (see :class:`IndexSettings`);
             ``None`` keeps the stored value for an existing collection, or the default for a new
             one. Giving a value that differs from the stored one raises.
-        n_rerank: how many candidate documents are scored with exact MaxSim (a collection, or
-            filtered subset, this small is scored exhaustively). ``None``: 512, or 192 in a
-            compressed collection, whose candidates were already narrowed by a second estimate.
-        n_candidates: in a compressed collection, how many documents the prototype scan
-            proposes; the sum of their prototype score and their centroid-interaction score
-            (MaxSim with every vector replaced by its centroid, from the residual codes alone)
-            keeps the best ``n_rerank`` of them. ``None``: ``max(2048, 4 * n_rerank)``.
-            Uncompressed collections score the scan's best ``n_rerank`` directly.
+        n_rerank, n_candidates: search sizes (see :class:`~latewise.engine.settings.SearchSizes`).
         n_probe: when candidates come from Chroma's HNSW index, rows fetched per query vector.
-        scan_bytes: the first stage scans every document's prototypes in memory (MaxSim over
-            an int8 table) while they take at most this many bytes; above it, it asks Chroma's
-            HNSW index over the same rows instead.
-        batch_size: documents encoded and written per batch when adding (memory holds one
-            batch of vectors at a time).
-        image_dir: where page images given as PIL images are saved (they are never stored in
-            Chroma as pixels); defaults to ``<path>/pages/<collection>``.
-        cache_bytes: upper bound of the in-memory cache of full vectors (``None``: no bound);
-            least recently used documents leave first, their rows reclaimed in batches.
+        scan_bytes: the first stage scans every document's prototypes in memory while they take
+            at most this many bytes; above it, it asks Chroma's HNSW index instead.
+        batch_size: documents encoded and written per batch when adding.
+        image_dir: where page images given as PIL images are saved (never stored in Chroma as
+            pixels); defaults to ``<path>/pages/<collection>``.
+        cache_bytes: upper bound of the in-memory cache of full vectors (``None``: no bound).
         show_progress_bar: show progress bars when adding.
+        lock_timeout: seconds a write waits for another process writing the same embedded folder.
     """
 
     def __init__(
@@ -256,103 +134,75 @@ class LateInteractionIndex:
         image_dir: str | Path | None = None,
         cache_bytes: int | None = None,
         show_progress_bar: bool | None = None,
+        lock_timeout: float = 60.0,
     ) -> None:
+        from latewise.store.client import make_client
+        from latewise.store.lock import WriteLock
+
         if client is not None and (path is not None or ephemeral):
             raise InvalidInputError("pass either client=, path= or ephemeral=True, not several")
-        for name, value in (
-            ("n_probe", n_probe),
-            ("n_rerank", 1 if n_rerank is None else n_rerank),
-            ("n_candidates", 1 if n_candidates is None else n_candidates),
-            ("batch_size", batch_size),
-        ):
-            _check_positive(name, value)
-        self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
-        self.client = client if client is not None else _make_client(self.path)
-        self.n_probe = n_probe
-        self.n_rerank = n_rerank
-        self.n_candidates = n_candidates
-        self.batch_size = batch_size
+        SearchSizes(n_rerank, n_candidates)  # checked now
+        #: Search sizes (see :class:`~latewise.engine.settings.SearchSizes`); may be changed.
+        self.n_rerank, self.n_candidates = n_rerank, n_candidates
+        self.batch_size = check_positive("batch_size", batch_size)
+        check_positive("n_probe", n_probe)
         self.show_progress_bar = show_progress_bar
-        self._lock = threading.RLock()
-        self._codec: VectorCodec | None = None
-        #: What this index object has written so far (documents, vectors, rows, bytes).
-        self.written = WriteStats()
-        self.image_dir = (
-            Path(image_dir)
+        self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
+        validate_collection_name(collection)  # before any client is made
+        self.client = client if client is not None else make_client(self.path, ephemeral=ephemeral)
+        self._guard: Any = WriteLock(self.path, lock_timeout) if self.path else nullcontext
+        self.image_dir = Path(
+            image_dir
             if image_dir is not None
-            else (Path(self.path or DEFAULT_PATH) / "pages" / collection)
+            else Path(self.path or DEFAULT_PATH) / "pages" / collection
         )
-
-        overrides = {
+        overrides: dict[str, Any] = {
             "compression": compression,
             "pool_factor": pool_factor,
             "prototypes": prototypes,
             "hnsw": tuple(sorted(dict(hnsw).items())) if hnsw is not None else None,
         }
+        self._encoder: Encoder | None = None
         self.store = ChromaStore(self.client, collection, hnsw={})
         stored = self.store.open(create=False) if self.store.exists() else None
         if stored is not None:
-            self._open_existing(stored, encoder, overrides)
-        else:
+            self.config = dict(stored)
+            self.settings = stored_settings(collection, stored, overrides)
+            if encoder is not None:
+                self._encoder = as_encoder(encoder, collection, stored.get("fingerprint"))
+        else:  # bound to the encoder when its first document is written
             if encoder is None:
                 raise InvalidInputError(
-                    f"collection {collection!r} does not exist yet: pass an encoder to create it, "
-                    "e.g. LateInteractionIndex(load_encoder('minilm'), ...)"
+                    f"collection {collection!r} has no documents yet: pass an encoder to create "
+                    "it, e.g. LateInteractionIndex(load_encoder('minilm'), ...)"
                 )
-            self.encoder = _as_encoder(encoder)
-            given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
-            self.settings = IndexSettings(**given)
+            self.settings = IndexSettings(**{k: v for k, v in overrides.items() if v is not None})
+            self._encoder = as_encoder(encoder, collection, None)
             self.store = ChromaStore(self.client, collection, hnsw=dict(self.settings.hnsw))
-            self.store.open(create=True)
-            self.store.write_config(self._config())
-        self.corpus = CorpusView(
-            self.store, self._stored_codec, cache_bytes=cache_bytes, scan_bytes=scan_bytes
+            with self._guard():
+                self.store.open(create=True)
+            self.config = config_for(self._encoder, self.settings)
+        #: What this index object has written (documents, vectors, rows, bytes, seconds).
+        self.written = WriteStats()
+        self.codecs = CodecState(self.store, self.settings, self.dim)
+        self.view = CorpusView(
+            self.store, self.codecs.current, cache_bytes=cache_bytes, scan_bytes=scan_bytes
+        )
+        self.first_stage = FirstStage(self.view, n_probe)
+        self.ranker = Ranker(self.view)
+        self.writer = Writer(
+            self.store,
+            self.view,
+            self.codecs,
+            self.settings,
+            lambda: self.encoder,
+            self.image_dir,
+            self.written,
+            self._guard,
+            self._bind,
         )
 
     # -- opening --------------------------------------------------------------------------------
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "format": _FORMAT,
-            "fingerprint": self.encoder.fingerprint,
-            "encoder_class": type(self.encoder).__name__,
-            "encoder_source": self.encoder.model_name_or_path,
-            "modality": self.encoder.modality,
-            "settings": self.settings.to_json(),
-        }
-
-    def _open_existing(
-        self, stored: Mapping[str, Any], encoder: Encoder | str | None, overrides: Mapping[str, Any]
-    ) -> None:
-        if int(stored.get("format", 0)) > _FORMAT:
-            raise StoreError(
-                f"collection {self.store.name!r} was written by a newer latewise (format "
-                f"{stored.get('format')}); upgrade latewise to open it"
-            )
-        self.settings = IndexSettings.from_json(stored.get("settings", {}))
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            current = getattr(self.settings, key)
-            if value != current:
-                raise SettingsMismatchError(
-                    f"collection {self.store.name!r} was created with {key}={_show(current)}, "
-                    f"not {_show(value)}; leave {key} unset to use the stored value, or create a "
-                    "new collection"
-                )
-        fingerprint = stored.get("fingerprint") or {}
-        if encoder is None:
-            encoder = _encoder_from_config(stored)
-        self.encoder = _as_encoder(encoder)
-        if self.encoder.fingerprint != fingerprint:
-            raise EncoderMismatchError(
-                f"collection {self.store.name!r} was indexed with "
-                f"{_describe_fingerprint(fingerprint)}, but the encoder given is "
-                f"{_describe_fingerprint(self.encoder.fingerprint)} "
-                f"(differs in: {', '.join(_diff_keys(fingerprint, self.encoder.fingerprint))}). "
-                "Open it with the encoder that wrote it (or pass encoder=None to load it), or "
-                "index into a new collection"
-            )
 
     @classmethod
     def open(
@@ -363,8 +213,26 @@ class LateInteractionIndex:
         client: ClientAPI | None = None,
         **kwargs: Any,
     ) -> LateInteractionIndex:
-        """Open an existing collection with the encoder stored with it."""
+        """Open an existing collection with the encoder stored with it (loaded when needed)."""
         return cls(None, path=path, client=client, collection=collection, **kwargs)
+
+    def _bind(self) -> None:
+        """Record the encoder and settings with the collection (at its first document)."""
+        stored = self.store.open(create=False)
+        if stored is None:
+            self.store.write_config(self.config)
+        elif stored.get("fingerprint") != self.config.get("fingerprint"):
+            raise EncoderMismatchError(
+                f"collection {self.name!r} was bound to another encoder by another process "
+                "meanwhile; open it again"
+            )
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder (loaded from the stored model source on first use)."""
+        if self._encoder is None:
+            self._encoder = load_stored_encoder(self.name, self.config)
+        return self._encoder
 
     @property
     def name(self) -> str:
@@ -374,14 +242,22 @@ class LateInteractionIndex:
     @property
     def dim(self) -> int:
         """The vector dimension of the collection."""
-        return int(self.encoder.dim)
+        if self._encoder is not None:
+            return int(self._encoder.dim)
+        return int(self.config["fingerprint"]["dim"])
+
+    @property
+    def modality(self) -> str:
+        """``"text"`` or ``"image"``: what the encoder reads."""
+        return str(self.config.get("modality") or self.encoder.modality)
 
     def __len__(self) -> int:
         return self.store.count()
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path else f"client={type(self.client).__name__}"
-        return f"LateInteractionIndex(collection={self.name!r}, encoder={self.encoder!r}, {where})"
+        model = self.config.get("encoder_source")
+        return f"LateInteractionIndex(collection={self.name!r}, model={model!r}, {where})"
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -397,16 +273,16 @@ class LateInteractionIndex:
         """Add documents: texts, or (with a ColPali encoder) PIL images, image paths or
         :class:`~latewise.types.PageRef` pages.
 
-        Documents whose id already holds the same content are skipped, so re-running an
-        interrupted ``add`` completes it without duplicates. Ids are derived from the content
-        and metadata when not given.
+        The whole input is checked before anything is written. Documents whose id already holds
+        the same content are skipped, so re-running an interrupted ``add`` completes it. Ids are
+        derived from the content and metadata when not given.
 
         Args:
-            items: the documents (any iterable; consumed a batch at a time).
+            items: the documents.
             ids: one id per document.
             metadatas: one metadata dict (or ``None``) per document. Values that are strings,
-                numbers, booleans or lists of them can be filtered on with ``where``; any
-                JSON value is stored and returned as given.
+                numbers, booleans or lists of them can be filtered on with ``where``; any JSON
+                value is stored and returned as given.
             batch_size: documents encoded and written per batch.
             show_progress_bar: show a progress bar.
 
@@ -415,18 +291,14 @@ class LateInteractionIndex:
 
         Raises:
             DuplicateIdError: an id given twice, or an id that already holds other content
-                (use :meth:`upsert` to replace it).
+                (use :meth:`upsert` to replace it); nothing is written.
             EmptyInputError, InvalidInputTypeError, InvalidInputError, ImageLoadError: bad
-                items, with their positions; nothing of the bad batch is written.
+                items, with their positions; nothing is written.
+            PartialWriteError: a failure after some batches were stored (``.written`` lists
+                them; re-running the same call completes it).
+            ConcurrentWriteError: another process kept the embedded folder's write lock.
         """
-        return self._write(
-            items,
-            ids,
-            metadatas,
-            replace=False,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-        )
+        return self._write(items, ids, metadatas, None, False, batch_size, show_progress_bar)
 
     def upsert(
         self,
@@ -437,15 +309,43 @@ class LateInteractionIndex:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> list[str]:
-        """Add documents, replacing the vectors, text and metadata of ids that exist."""
-        return self._write(
-            items,
-            ids,
-            metadatas,
-            replace=True,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-        )
+        """:meth:`add`, replacing the vectors, text and metadata of ids that exist."""
+        return self._write(items, ids, metadatas, None, True, batch_size, show_progress_bar)
+
+    def add_vectors(
+        self,
+        vectors: Sequence[Any],
+        ids: Iterable[str] | None = None,
+        metadatas: Iterable[Mapping[str, Any] | None] | None = None,
+        texts: Iterable[str] | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> list[str]:
+        """Add documents whose vectors were computed elsewhere (a GPU machine, another library).
+
+        Args:
+            vectors: one ``[n_i, dim]`` array or tensor per document, from a model compatible
+                with this collection's encoder (queries are encoded with it); checked against
+                the collection's dimension, normalised, and stored exactly as encoder output.
+            ids, metadatas: as for :meth:`add`.
+            texts: the documents' texts, stored beside the vectors and returned in hits.
+
+        Raises:
+            DimensionMismatchError: a document's dimension is not the collection's (naming it).
+        """
+        return self._write(texts, ids, metadatas, vectors, False, batch_size, False)
+
+    def upsert_vectors(
+        self,
+        vectors: Sequence[Any],
+        ids: Iterable[str] | None = None,
+        metadatas: Iterable[Mapping[str, Any] | None] | None = None,
+        texts: Iterable[str] | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> list[str]:
+        """:meth:`add_vectors`, replacing documents whose ids exist."""
+        return self._write(texts, ids, metadatas, vectors, True, batch_size, False)
 
     async def aadd(self, items: Iterable[Any], **kwargs: Any) -> list[str]:
         """Async :meth:`add` (runs in a worker thread)."""
@@ -457,339 +357,77 @@ class LateInteractionIndex:
 
     def _write(
         self,
-        items: Iterable[Any],
-        ids: Iterable[str] | None,
-        metadatas: Iterable[Mapping[str, Any] | None] | None,
-        *,
+        items: Any,
+        ids: Any,
+        metadatas: Any,
+        vectors: Sequence[Any] | None,
         replace: bool,
         batch_size: int | None,
         show_progress_bar: bool | None,
     ) -> list[str]:
-        if isinstance(items, str | bytes) or not isinstance(items, Iterable):
-            raise InvalidInputTypeError(
-                f"items must be a list of documents, got {type(items).__name__}; wrap a single "
-                "document in a list"
+        size = check_positive("batch_size", batch_size) if batch_size is not None else None
+        prepared = prepare_inputs(
+            items,
+            ids,
+            metadatas,
+            modality=self.modality,
+            version_key=[self.config["fingerprint"], self.settings.to_json()],
+            vectors=vectors,
+            dim=self.dim,
+        )
+        with self._progress(len(prepared), show_progress_bar) as progress:
+            return self.writer.write(
+                prepared, replace=replace, batch_size=size or self.batch_size, progress=progress
             )
-        if isinstance(ids, str):
-            raise InvalidInputTypeError("ids must be a list of strings, got a single string")
-        if isinstance(metadatas, Mapping):
-            raise InvalidInputTypeError("metadatas must be a list of dicts, got a single dict")
-        size = batch_size or self.batch_size
-        sized = isinstance(items, Sequence)
-        if sized:
-            n = len(items)  # type: ignore[arg-type]
-            if n == 0:
-                raise EmptyInputError("items is an empty list; pass at least one document")
-            for other, what in ((ids, "ids"), (metadatas, "metadatas")):
-                if isinstance(other, Sequence) and len(other) != n:
-                    raise InvalidInputError(f"got {n} items but {len(other)} {what}")
-        out: list[str] = []
-        first_seen: dict[str, int] = {}
-        total = len(items) if sized else None  # type: ignore[arg-type]
-        progress = self._progress(total, show_progress_bar)
-        try:
-            for batch in _batches(items, ids, metadatas, size, self._first_batch_size(size)):
-                prepared = [self._prepare(pos, item, i, m) for pos, item, i, m in batch]
-                repeats: set[int] = set()
-                for p in prepared:
-                    if p.id in first_seen:
-                        repeats.update((first_seen[p.id], p.position))
-                    else:
-                        first_seen[p.id] = p.position
-                if repeats:
-                    raise DuplicateIdError(
-                        f"ids repeat within the call at positions {sorted(repeats)[:10]}; every "
-                        "document needs its own id",
-                        sorted(repeats),
-                    )
-                self._write_batch(prepared, replace=replace)
-                out.extend(p.id for p in prepared)
-                if progress is not None:
-                    progress.update(len(prepared))
-        finally:
-            if progress is not None:
-                progress.close()
-        if not out:
-            raise EmptyInputError("items is empty; pass at least one document")
-        return out
 
-    def _first_batch_size(self, size: int) -> int:
-        """A residual codec is fitted on the first batch written: give it a larger sample."""
-        if (
-            self.settings.compression is not None
-            and self._codec is None
-            and self.store.get_blob(_CODEC_KEY) is None
-        ):
-            return max(size, _CODEC_SAMPLE_DOCS)
-        return size
-
-    def _progress(self, total: int | None, show: bool | None) -> Any:
+    @contextmanager
+    def _progress(self, total: int | None, show: bool | None) -> Iterator[Any]:
         flag = show if show is not None else self.show_progress_bar
         if flag is None:
             flag = (total or 0) > self.batch_size and logging.getLogger(
                 "latewise"
             ).getEffectiveLevel() <= logging.INFO
         if not flag:
-            return None
+            yield None
+            return
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=f"Indexing into {self.name}", unit="doc")
-
-    def _prepare(self, position: int, item: Any, doc_id: Any, metadata: Any) -> _Prepared:
-        meta, filterable = _check_metadata(metadata, position)
-        text: str | None = None
-        page: PageRef | None = None
-        if self.encoder.modality == "text":
-            if not isinstance(item, str):
-                raise InvalidInputTypeError(
-                    f"documents must be strings for a text encoder; got {type(item).__name__} at "
-                    f"position {position}",
-                    [position],
-                )
-            if not item.strip():
-                raise EmptyInputError(
-                    f"document at position {position} is empty or whitespace-only; remove it or "
-                    "give it content",
-                    [position],
-                )
-            text = item
-            digest = hashlib.sha256(item.encode("utf-8")).hexdigest()
-        else:
-            item, page, digest = self._prepare_image(item, position)
-        if doc_id is None:
-            doc_id = _content_id(digest, meta)
-        elif not isinstance(doc_id, str) or not doc_id:
-            raise InvalidInputTypeError(
-                f"ids must be non-empty strings; got {doc_id!r} at position {position}", [position]
-            )
-        ver = hashlib.sha256(
-            json.dumps(
-                [digest, meta, self.encoder.fingerprint, self.settings.to_json(), _page_json(page)],
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()[:16]
-        return _Prepared(position, doc_id, item, text, page, meta, filterable, ver)
-
-    def _prepare_image(self, item: Any, position: int) -> tuple[Any, PageRef, str]:
-        from PIL import Image as PILImage
-
-        if isinstance(item, PageRef):
-            source = item.image_path or item.path
-            digest = _file_digest(source, position)
-            return Path(source), item, digest
-        if isinstance(item, str | Path):
-            p = Path(item)
-            digest = _file_digest(p, position)
-            return p, PageRef(path=str(p), page=1, image_path=str(p)), digest
-        if isinstance(item, PILImage.Image):
-            rgb = item.convert("RGB") if item.mode != "RGB" else item
-            digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
-            return rgb, PageRef(path="", page=1, width=rgb.width, height=rgb.height), digest
-        raise InvalidInputTypeError(
-            "documents for an image encoder must be PIL images, image paths or PageRefs; got "
-            f"{type(item).__name__} at position {position}",
-            [position],
-        )
-
-    def _write_batch(self, batch: list[_Prepared], *, replace: bool) -> None:
-        with self._lock:
-            current = self.store.get([p.id for p in batch])
-            todo: list[_Prepared] = []
-            conflicts: list[int] = []
-            for p in batch:
-                old = current[p.id].ver if p.id in current else None
-                if old == p.ver:
-                    continue  # already stored with this exact content
-                if old is not None and not replace:
-                    conflicts.append(p.position)
-                    continue
-                todo.append(p)
-            if conflicts:
-                raise DuplicateIdError(
-                    f"ids at positions {conflicts[:10]} already exist with other content; use "
-                    "upsert() to replace them",
-                    conflicts,
-                )
-            if not todo:
-                return
-            old_records = [current[p.id] for p in todo if p.id in current]
-            t0 = time.perf_counter()
-            vectors = self._encode_documents([p.item for p in todo], [p.position for p in todo])
-            t1 = time.perf_counter()
-            records, rows, protos = self._make_records(todo, vectors)
-            t2 = time.perf_counter()
-            self.store.write(records, rows)
-            if old_records:
-                self.store.delete_rows(old_records)
-            previous = self.store.generation()
-            generation = self.store.bump_generation()
-            self.written.encode_seconds += t1 - t0
-            self.written.prepare_seconds += t2 - t1
-            self.written.store_seconds += time.perf_counter() - t2
-            self.corpus.apply_write(records, protos, generation, previous)
-            self.written.documents += len(records)
-            self.written.vectors += sum(r.n_vectors for r in records)
-            self.written.rows += sum(r.n_rows for r in records)
-            self.written.bytes += sum(len(r.blob or b"") for r in records)
-
-    def _encode_documents(self, items: list[Any], positions: list[int]) -> list[torch.Tensor]:
-        try:
-            vectors = self.encoder.encode_documents(items, show_progress_bar=False)
-        except (InvalidInputError, InvalidInputTypeError) as exc:
-            # Map positions inside the batch back to the caller's positions.
-            exc.positions = [positions[i] for i in exc.positions if i < len(positions)]
-            raise
-        dim = self.dim
-        for i, v in enumerate(vectors):
-            if v.dim() != 2 or v.shape[1] != dim:
-                raise DimensionMismatchError(
-                    f"the encoder returned vectors of shape {tuple(v.shape)} for the document at "
-                    f"position {positions[i]}, but collection {self.name!r} stores dim {dim}"
-                )
-            if v.shape[0] == 0:
-                raise EmptyInputError(
-                    f"the document at position {positions[i]} produced no vectors (only "
-                    "punctuation or special tokens?); give it some content",
-                    [positions[i]],
-                )
-        import torch
-
-        bad = [positions[i] for i, v in enumerate(vectors) if not bool(torch.isfinite(v).all())]
-        if bad:
-            raise InvalidInputError(
-                f"the encoder produced NaN or infinite vectors for documents at positions "
-                f"{bad[:10]}; check the model and its dtype",
-                bad,
-            )
-        return vectors
-
-    def _make_records(
-        self, batch: list[_Prepared], vectors: list[torch.Tensor]
-    ) -> tuple[list[DocRecord], Any, list[torch.Tensor]]:
-        """Stored form of a batch: records (with blobs), first-stage rows and the prototypes per
-        document (of the vectors as stored: pooled when ``pool_factor`` > 1)."""
-        import torch
-
-        from latewise.compression import pool_vectors_batch, prototypes_batch
-
-        if self.settings.pool_factor > 1:
-            vectors = pool_vectors_batch(vectors, self.settings.pool_factor)
-            vectors = [torch.nn.functional.normalize(v.float(), dim=-1) for v in vectors]
-        codec = self._codec_for(vectors)
-        blobs = codec.encode_docs(vectors)
-        protos = prototypes_batch(vectors, self.settings.prototypes)
-        records: list[DocRecord] = []
-        for p, v, blob, proto in zip(batch, vectors, blobs, protos, strict=True):
-            page = p.page
-            if page is not None and isinstance(p.item, _pil_image_type()) and not page.image_path:
-                page = self._save_image(p.item, p.ver, page)
-            records.append(
-                DocRecord(
-                    id=p.id,
-                    ver=p.ver,
-                    text=p.text,
-                    metadata=p.metadata,
-                    page=_page_json(page),
-                    n_vectors=int(v.shape[0]),
-                    n_rows=int(proto.shape[0]),
-                    blob=blob,
-                    filterable=p.filterable,
-                )
-            )
-        rows = torch.cat(protos).float().numpy()
-        return records, rows, protos
-
-    def _save_image(self, image: Any, ver: str, page: PageRef) -> PageRef:
-        self.image_dir.mkdir(parents=True, exist_ok=True)
-        target = self.image_dir / f"{ver}.png"
-        if not target.exists():
-            image.save(target, format="PNG")
-        return replace(
-            page,
-            path=page.path or str(target),
-            image_path=str(target),
-            width=image.width,
-            height=image.height,
-        )
-
-    def _codec_for(self, sample: list[torch.Tensor]) -> VectorCodec:
-        if self._codec is not None:
-            return self._codec
-        from latewise.compression import Float16Codec, ResidualCodec, codec_from_bytes
-
-        stored = self.store.get_blob(_CODEC_KEY)
-        if stored is not None:
-            self._codec = codec_from_bytes(stored)
-        elif self.settings.compression is None:
-            self._codec = Float16Codec(self.dim)
-        else:
-            import torch
-
-            flat = torch.cat([v.float() for v in sample])
-            codec = ResidualCodec.fit(flat, nbits=self.settings.compression)
-            self.store.put_blob(_CODEC_KEY, codec.to_bytes())
-            logger.info("fitted a %d-bit residual codec on %d vectors", codec.nbits, flat.shape[0])
-            self._codec = codec
-        if self._codec.dim != self.dim:
-            raise StoreError(
-                f"collection {self.name!r} stores a codec for dim {self._codec.dim} but the "
-                f"encoder has dim {self.dim}"
-            )
-        return self._codec
-
-    def _stored_codec(self) -> VectorCodec:
-        if self._codec is None:
-            from latewise.compression import Float16Codec, codec_from_bytes
-
-            stored = self.store.get_blob(_CODEC_KEY)
-            if stored is not None:
-                self._codec = codec_from_bytes(stored)
-            elif self.settings.compression is None:
-                self._codec = Float16Codec(self.dim)
-            else:
-                raise StoreError(
-                    f"collection {self.name!r} uses compression but its codec is missing"
-                )
-        return self._codec
+        with tqdm(total=total, desc=f"Indexing into {self.name}", unit="doc") as bar:
+            yield bar
 
     def delete(
         self, ids: Iterable[str] | None = None, *, where: Mapping[str, Any] | None = None
     ) -> int:
-        """Delete documents by id and/or by metadata filter.
+        """Delete documents by id and/or metadata filter (needs no model).
 
         Ids that do not exist are ignored. Returns how many documents were deleted.
         """
+        from latewise.store.state import WriteLog
+
         if ids is None and where is None:
             raise InvalidInputError("delete() needs ids or where=; to drop everything use drop()")
         if isinstance(ids, str):
             raise InvalidInputTypeError("ids must be a list of strings, got a single string")
-        with self._lock:
-            targets: list[str] = []
-            if ids is not None:
-                targets = list(dict.fromkeys(ids))
-                wrong = [i for i, x in enumerate(targets) if not isinstance(x, str)]
-                if wrong:
-                    raise InvalidInputTypeError(
-                        f"ids must be strings; positions {wrong[:10]} are not", wrong
-                    )
+        targets = None if ids is None else list(dict.fromkeys(ids))
+        if targets is not None:
+            wrong = [i for i, x in enumerate(targets) if not isinstance(x, str)]
+            if wrong:
+                raise InvalidInputTypeError(
+                    f"ids must be strings; positions {wrong[:10]} are not", wrong
+                )
+        with self._guard():
             if where is not None:
-                matching = self.store.ids(_check_where(where))
-                if ids is not None:
-                    keep = set(matching)
-                    targets = [t for t in targets if t in keep]
-                else:
-                    targets = matching
-            if not targets:
-                return 0
-            records = self.store.get(targets)
+                matching = self.store.ids(self._filter(where))
+                targets = (
+                    matching if targets is None else [t for t in targets if t in set(matching)]
+                )
+            records = self.store.get(targets or [])
             if not records:
                 return 0
-            self.store.delete_docs(list(records))
+            known = self.view.position
+            self.store.delete_docs(list(records))  # gone from results at once
             self.store.delete_rows(list(records.values()))
-            previous = self.store.generation()
-            generation = self.store.bump_generation()
-            self.corpus.apply_delete(list(records), generation, previous)
+            self.view.apply_delete(list(records), known, WriteLog(self.store).record())
             return len(records)
 
     async def adelete(self, ids: Iterable[str] | None = None, **kwargs: Any) -> int:
@@ -798,23 +436,40 @@ class LateInteractionIndex:
 
     def drop(self) -> None:
         """Delete the whole collection from Chroma (and this index's in-memory view)."""
-        with self._lock:
+        with self._guard():
             self.store.drop()
-            self.corpus.clear()
-            self._codec = None
+            self.view.clear()
+            self.codecs.reset()
 
-    def repair(self) -> int:
-        """Remove first-stage rows and stored vectors that no document claims (left by a crash).
+    def repair(self, *, rebuild: bool = False) -> dict[str, int]:
+        """Remove what no document claims and rebuild the first stage when it is damaged.
 
-        Searches already ignore them; this reclaims their space. Returns how many records were
-        removed.
+        Stored vectors and first-stage rows of no current document (left by a crash) are
+        deleted; the first-stage collection is rebuilt from the documents' stored vectors when
+        rows are missing or it cannot be read or queried (or ``rebuild=True``). Needs no model.
+
+        Returns:
+            ``{"documents", "orphans" (records removed), "rebuilt" (0/1), "rows" (rebuilt)}``.
         """
-        with self._lock:
-            rows, blobs = self.store.orphans()
-            self.store.delete_ids(rows, blobs)
-            return len(rows) + len(blobs)
+        return self.writer.repair(rebuild=rebuild)
 
     # -- reading ----------------------------------------------------------------------------------
+
+    def _filter(
+        self, where: Mapping[str, Any] | None, records: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """``where`` checked and spelled for Chroma; ``$contains`` on a string field refused
+        (checked against ``records``, or the stored documents)."""
+        if where is None:
+            return None
+        checked = check_where(where)
+        pairs = (
+            ((d, r.metadata) for d, r in records.items())
+            if records is not None
+            else ((r.id, r.metadata) for page in self.store.scan() for r in page)
+        )
+        check_contains_targets(checked, pairs)
+        return checked
 
     def get(self, ids: Iterable[str], *, include_vectors: bool = False) -> list[Record]:
         """The stored documents among ``ids``, in the order asked (missing ids are left out)."""
@@ -822,7 +477,7 @@ class LateInteractionIndex:
             raise InvalidInputTypeError("ids must be a list of strings, got a single string")
         wanted = list(ids)
         found = self.store.get(wanted, with_blob=include_vectors)
-        codec = self._stored_codec() if include_vectors else None
+        codec = self.codecs.current() if include_vectors and found else None
         return [
             Record(
                 id=rec.id,
@@ -837,7 +492,7 @@ class LateInteractionIndex:
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
         """Every document id, or those whose metadata matches ``where``."""
-        return self.store.ids(_check_where(where) if where is not None else None)
+        return self.store.ids(self._filter(where))
 
     def search(
         self,
@@ -854,7 +509,7 @@ class LateInteractionIndex:
             k: how many hits to return.
             where: a Chroma metadata filter (``{"year": 2024}``, ``{"$and": [...]}``,
                 ``{"tag": {"$in": [...]}}``, ...), applied before ranking.
-            exact: score every (matching) document instead of the ANN candidates.
+            exact: score every (matching) document instead of the first stage's candidates.
 
         Returns:
             Hits, best first, each with the exact MaxSim score and, in ``matches``, the document
@@ -875,9 +530,9 @@ class LateInteractionIndex:
         exact: bool = False,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries at once (encoded in batches)."""
-        _check_positive("k", k)
-        encoded = self.encoder.encode_queries(queries)
-        return self.search_vectors(encoded, k=k, where=where, exact=exact)
+        check_positive("k", k)
+        checked = check_where(where) if where is not None else None
+        return self.search_vectors(self.encoder.encode_queries(queries), k, checked, exact=exact)
 
     def search_vectors(
         self,
@@ -888,33 +543,31 @@ class LateInteractionIndex:
         exact: bool = False,
     ) -> list[list[Hit]]:
         """Search with already-encoded queries (``[n_i, dim]`` tensors from this encoder)."""
-        where = _check_where(where) if where is not None else None
+        check_positive("k", k)
         for i, q in enumerate(queries):
             if q.dim() != 2 or q.shape[1] != self.dim:
                 raise DimensionMismatchError(
                     f"query {i} has shape {tuple(q.shape)}; collection {self.name!r} needs "
                     f"[n, {self.dim}]"
                 )
-        self.corpus.refresh()
-        if exact:
-            return self._search_exhaustive(queries, k, where)
+        self.view.refresh()
+        where = self._filter(where, self.view.records)
         allowed = self.store.ids(where) if where is not None else None
-        n_rerank = self.n_rerank
-        if n_rerank is None:
-            n_rerank = _N_RERANK if self.settings.compression is None else _N_RERANK_COMPRESSED
-        n = max(n_rerank, k)
-        out: list[list[Hit]] = []
-        for q in queries:
-            candidates = self.corpus.candidates(
+        if exact:
+            pool = allowed if allowed is not None else list(self.view.records)
+            return [self.ranker.exhaustive(q, pool, k) for q in queries]
+        sizes = SearchSizes(self.n_rerank, self.n_candidates)
+        n = sizes.rerank(self.settings.compression is not None, k)
+        return [
+            self.ranker.rank(
                 q,
-                n,
-                allowed=allowed,
-                where=where,
-                n_probe=self.n_probe,
-                n_wide=self.n_candidates or max(_N_CANDIDATES, 4 * n),
+                self.first_stage.candidates(
+                    q, n, allowed=allowed, where=where, n_wide=sizes.wide(n)
+                ),
+                k,
             )
-            out.append(self._score(q, candidates, k))
-        return out
+            for q in queries
+        ]
 
     def search_mmr(
         self,
@@ -932,9 +585,8 @@ class LateInteractionIndex:
         Relevance is the MaxSim score averaged over the query vectors; two documents are as
         similar as their vectors' best matches in each other, averaged both ways
         (:func:`latewise.scoring.document_similarity`); both lie in ``[-1, 1]``. The most
-        relevant document comes first, then each next one maximises
-        ``lambda_mult * relevance - (1 - lambda_mult) * (similarity to the closest one already
-        chosen)``.
+        relevant document comes first, then each next one maximises ``lambda_mult * relevance -
+        (1 - lambda_mult) * (similarity to the closest one already chosen)``.
 
         Args:
             query: the query text, or its ``[n, dim]`` vectors from this index's encoder.
@@ -946,108 +598,32 @@ class LateInteractionIndex:
         Returns:
             Hits in the order chosen, each with its exact MaxSim score and matches.
         """
-        _check_positive("k", k)
-        _check_positive("fetch_k", fetch_k)
+        import torch
+
+        check_positive("k", k)
+        check_positive("fetch_k", fetch_k)
         if (
             not isinstance(lambda_mult, int | float)
             or isinstance(lambda_mult, bool)
-            or not 0.0 <= lambda_mult <= 1.0
+            or not (0.0 <= lambda_mult <= 1.0)
         ):
             raise InvalidInputError(f"lambda_mult must be a number in [0, 1], got {lambda_mult!r}")
-        import torch
-
         if isinstance(query, str):
             vectors = self.encoder.encode_queries([query])[0]
-        else:
-            if not isinstance(query, torch.Tensor):
-                raise InvalidInputTypeError(
-                    f"query must be a string or a [n, {self.dim}] tensor, got "
-                    f"{type(query).__name__}"
-                )
+        elif isinstance(query, torch.Tensor):
             vectors = query
+        else:
+            raise InvalidInputTypeError(
+                f"query must be a string or a [n, {self.dim}] tensor, got {type(query).__name__}"
+            )
         hits = self.search_vectors([vectors], k=max(k, fetch_k), where=where, exact=exact)[0]
-        if len(hits) <= 1:
-            return hits[:k]
-        from latewise.scoring import document_similarity, maximal_marginal_relevance
-
-        kept, flat, offsets = self.corpus.full_vectors([h.id for h in hits])
-        by_id = {h.id: h for h in hits}
-        hits = [by_id[d] for d in kept]  # less any document deleted meanwhile
-        relevance = torch.tensor([h.score for h in hits]) / vectors.shape[0]
-        order = maximal_marginal_relevance(
-            relevance, document_similarity(flat, offsets), k, float(lambda_mult)
-        )
-        return [replace(hits[j], rank=r) for r, j in enumerate(order)]
+        return self.ranker.diversify(vectors, hits, k, float(lambda_mult))
 
     async def asearch_mmr(self, query: str | torch.Tensor, k: int = 4, **kwargs: Any) -> list[Hit]:
         """Async :meth:`search_mmr` (runs in a worker thread)."""
         return await asyncio.to_thread(self.search_mmr, query, k, **kwargs)
 
-    def _search_exhaustive(
-        self, queries: Sequence[torch.Tensor], k: int, where: Mapping[str, Any] | None
-    ) -> list[list[Hit]]:
-        ids = self.store.ids(where) if where is not None else list(self.corpus.records)
-        best: list[list[Hit]] = [[] for _ in queries]
-        for s in range(0, len(ids), 2000):
-            kept, flat, offsets = self.corpus.full_vectors(ids[s : s + 2000])
-            for qi, q in enumerate(queries):
-                merged = best[qi] + self._rank(q, kept, flat, offsets, k)
-                merged.sort(key=lambda h: (-h.score, h.id))
-                best[qi] = merged[:k]
-        return [[replace(h, rank=r) for r, h in enumerate(hits)] for hits in best]
-
-    def _score(self, query: torch.Tensor, ids: Sequence[str], k: int) -> list[Hit]:
-        """Exact MaxSim of ``query`` against the documents ``ids``; the best ``k`` as hits.
-
-        Every candidate is scored exactly in float32, its stored form (float16 or residual
-        codes) expanded a cache-sized block at a time; the best ``k`` are then ranked with the
-        matched document vector of every query vector.
-        """
-        if not ids:
-            return []
-        if len(ids) > k:
-            kept, scores = self.corpus.candidate_scores(query, ids)
-            ids = best_ids(kept, scores, k)
-        kept, flat, offsets = self.corpus.full_vectors(ids)
-        return self._rank(query, kept, flat, offsets, k)
-
-    def _rank(
-        self,
-        query: torch.Tensor,
-        ids: Sequence[str],
-        flat: torch.Tensor,
-        offsets: torch.Tensor,
-        k: int,
-    ) -> list[Hit]:
-        if not ids:
-            return []
-        from latewise.scoring import maxsim_flat
-
-        scores_t, sim = maxsim_flat(query, flat, offsets)
-        scores = scores_t.tolist()
-        # Best first; equal scores in id order, so results do not depend on storage order.
-        order = sorted(range(len(ids)), key=lambda j: (-scores[j], ids[j]))[:k]
-        starts = offsets.tolist()
-        hits: list[Hit] = []
-        for rank, j in enumerate(order):
-            rec = self.corpus.records.get(ids[j])
-            if rec is None:
-                continue
-            matches = sim[starts[j] : starts[j + 1]].argmax(0)
-            hits.append(
-                Hit(
-                    id=ids[j],
-                    score=float(scores[j]),
-                    text=rec.text,
-                    metadata=dict(rec.metadata),
-                    page=PageRef(**rec.page) if rec.page else None,
-                    matches=tuple(int(m) for m in matches.tolist()),
-                    rank=rank,
-                )
-            )
-        return hits
-
-    # -- files ------------------------------------------------------------------------------------
+    # -- files, explanations, stats ------------------------------------------------------------
 
     def add_files(
         self,
@@ -1062,18 +638,19 @@ class LateInteractionIndex:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         errors: str = "collect",
+        sync: bool = False,
     ) -> IngestReport:
         """Index files and folders, streamed a batch at a time.
 
         With an image encoder (ColPali), every page of each PDF (rendered with poppler) and every
         image becomes a document whose page image is saved in ``image_dir``. With a text encoder,
-        ``.txt``/``.md``/``.rst``/``.html`` files and the text of PDFs are cut into chunks of the
-        encoder's length with its own tokenizer (nothing is silently truncated).
+        text files and the text of PDFs are cut into chunks of the encoder's length with its own
+        tokenizer (nothing is silently truncated). Re-indexing a file replaces its documents:
+        unchanged ones are skipped, changed ones replaced, ones it no longer has deleted.
 
         Each document gets the metadata ``source`` (the absolute path), ``file_name`` and
-        ``page`` (pages) or ``chunk``/``start``/``end`` (text chunks), plus ``metadata``; its id is
-        ``"<source>#page=N"`` or ``"<source>#chunk=N"``. Re-indexing a file replaces its
-        documents: unchanged ones are skipped, changed ones replaced, ones that are gone deleted.
+        ``page`` (pages) or ``chunk``/``start``/``end`` (text chunks), plus ``metadata``; its id
+        is ``"<source>#page=N"`` or ``"<source>#chunk=N"``.
 
         Args:
             paths: files and/or folders.
@@ -1085,159 +662,48 @@ class LateInteractionIndex:
                 document length, and an eighth of it).
             batch_size: documents encoded and written per batch.
             show_progress_bar: show a progress bar of the documents indexed.
-            errors: ``"collect"`` records a file that cannot be read in the report and goes on
-                with the others; ``"raise"`` stops at the first one.
+            errors: ``"collect"`` records a file that cannot be read in the report and goes on;
+                ``"raise"`` stops at the first one.
+            sync: also delete the documents of files under ``paths`` that no longer exist.
 
         Returns:
             The :class:`~latewise.ingest.IngestReport`: files read, pages/texts, failures, and
             ``documents``, how many documents were written or confirmed.
         """
-        from latewise.ingest import IngestReport, TokenChunker, read_text_file
-        from latewise.ingest.pages import PageRenderer
-        from latewise.ingest.sources import iter_sources, run_sources, validate_error_mode
+        from latewise.engine.files import index_files
 
-        mode = validate_error_mode(errors)
-        extra, _ = _check_metadata(metadata, 0)
-        report = IngestReport()
-        image_dir = self.image_dir if self.encoder.modality == "image" else None
-        renderer = PageRenderer(dpi=dpi, image_dir=image_dir, password=password)
-        handlers: dict[Any, Any]
-        if self.encoder.modality == "image":
-
-            def pages(path: str) -> Iterator[_FileDoc]:
-                for rec in (
-                    renderer.iter_pdf(path)
-                    if path.lower().endswith(".pdf")
-                    else (renderer.iter_image(path))
-                ):
-                    ref = rec.ref
-                    meta = {
-                        **extra,
-                        **_file_meta(path),
-                        "page": ref.page,
-                        "width": ref.width,
-                        "height": ref.height,
-                    }
-                    yield _FileDoc(path, f"{path}#page={ref.page}", ref, meta, "page")
-                yield _FileDoc(path, "", None, {}, "end")
-
-            handlers = {"pdf": pages, "image": pages}
-        else:
-            # An encoder without a tokenizer or length limit reads whole texts: no chunking.
-            chunker = (
-                TokenChunker.from_encoder(
-                    self.encoder, chunk_size=chunk_size, chunk_overlap=chunk_overlap
-                )
-                if self.encoder.tokenizer is not None
-                and (chunk_size or self.encoder.max_document_tokens)
-                else None
-            )
-
-            def chunks(
-                path: str, text: str, base: dict[str, Any], prefix: str
-            ) -> Iterator[_FileDoc]:
-                if chunker is None:
-                    spans = [(0, 0, len(text), text)] if text.strip() else []
-                else:
-                    spans = [(c.index, c.start, c.end, c.text) for c in chunker.split_text(text)]
-                for index, start, end, chunk in spans:
-                    meta = {**base, "chunk": index, "start": start, "end": end}
-                    yield _FileDoc(path, f"{path}#{prefix}chunk={index}", chunk, meta, "text")
-
-            def texts(path: str) -> Iterator[_FileDoc]:
-                doc = read_text_file(path)
-                base = {**extra, **_file_meta(path)}
-                if doc.title:
-                    base["title"] = doc.title
-                yield from chunks(path, doc.text, base, "")
-                yield _FileDoc(path, "", None, {}, "end")
-
-            def pdf_texts(path: str) -> Iterator[_FileDoc]:
-                for page, text in renderer.iter_pdf_text(path):
-                    base = {**extra, **_file_meta(path), "page": page}
-                    yield from chunks(path, text, base, f"page={page}&")
-                yield _FileDoc(path, "", None, {}, "end")
-
-            handlers = {"text": texts, "pdf": pdf_texts}
-
-        def count(doc: _FileDoc, rep: IngestReport) -> None:
-            if doc.kind == "page":
-                rep.pages += 1
-            elif doc.kind == "text" and doc.metadata.get("chunk") == 0:
-                rep.texts += 1
-
-        sources = iter_sources(
-            paths, tuple(handlers), recursive=recursive, report=report, exclude=[self.image_dir]
+        return index_files(
+            self,
+            paths,
+            metadata=metadata,
+            dpi=dpi,
+            recursive=recursive,
+            password=password,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            batch_size=batch_size or self.batch_size,
+            show_progress_bar=show_progress_bar,
+            errors=errors,
+            sync=sync,
         )
-        stream = run_sources(sources, handlers, errors=mode, report=report, count=count)
-        progress = self._progress(None, show_progress_bar)
-        pending: list[_FileDoc] = []
-        produced: dict[str, list[str]] = {}
-        size = batch_size or self.batch_size
-        limit = self._first_batch_size(size)
-
-        def flush() -> None:
-            if pending:
-                self.upsert(
-                    [d.item for d in pending],
-                    ids=[d.id for d in pending],
-                    metadatas=[d.metadata for d in pending],
-                    show_progress_bar=False,
-                )
-                report.documents += len(pending)
-                if progress is not None:
-                    progress.update(len(pending))
-                pending.clear()
-
-        try:
-            for doc in stream:
-                if doc.kind == "end":
-                    # Documents of an earlier version of this file that it no longer has (its
-                    # current ones may still be pending: they are kept, and written later).
-                    keep = set(produced.pop(doc.source, []))
-                    gone = [i for i in self.ids({"source": doc.source}) if i not in keep]
-                    if gone:
-                        self.delete(gone)
-                    continue
-                produced.setdefault(doc.source, []).append(doc.id)
-                pending.append(doc)
-                if len(pending) >= limit:
-                    flush()
-                    limit = size
-            flush()
-        finally:
-            if progress is not None:
-                progress.close()
-        return report
 
     def explain(
-        self,
-        query: str,
-        doc_id: str,
-        out: str | Path | None = None,
-        *,
-        token: int | None = None,
+        self, query: str, doc_id: str, out: str | Path | None = None, *, token: int | None = None
     ) -> Explanation:
-        """Why ``doc_id`` matches ``query``.
+        """Why ``doc_id`` matches ``query``, from its stored vectors (the score is the one
+        :meth:`search` reports).
 
         For a text document: the document token each query token matched, with its
         similarity. For a page image (ColPali): a similarity map per query token over the page's
-        patch grid; ``out="map.png"`` writes it as a heatmap over the page, at the page's size
-        (the mean over query tokens, or the map of query token ``token``).
-
-        Args:
-            query: the query text.
-            doc_id: a stored document's id.
-            out: where to write the explanation (``.png`` for pages; ``.json`` or ``.txt``).
-            token: with a PNG, the index of the query token whose map to draw.
+        patch grid; ``out="map.png"`` writes it as a heatmap over the page (the mean over query
+        tokens, or the map of query token ``token``).
 
         Raises:
             DocumentNotFoundError: no document has that id.
         """
-        from latewise.errors import DocumentNotFoundError
         from latewise.explain import explain_image, explain_text
 
-        found = self.get([doc_id])
+        found = self.get([doc_id], include_vectors=True)
         if not found:
             raise DocumentNotFoundError(
                 f"no document with id {doc_id!r} in collection {self.name!r}"
@@ -1246,260 +712,28 @@ class LateInteractionIndex:
         if rec.page is not None:
             from latewise.ingest import load_page_image
 
-            image = load_page_image(rec.page)
-            explanation = explain_image(self.encoder, query, doc_id, image)
+            explanation = explain_image(
+                self.encoder, query, doc_id, load_page_image(rec.page), rec.vectors
+            )
         else:
-            explanation = explain_text(self.encoder, query, doc_id, rec.text or "")
+            explanation = explain_text(self.encoder, query, doc_id, rec.text or "", rec.vectors)
         if out is not None:
             explanation.save(out, token=token)
         return explanation
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: documents, first-stage rows, memory held, settings, encoder."""
-        self.corpus.refresh()
+        """Counts and sizes: documents, first-stage rows, memory held, settings, encoder. Needs no
+        model and reads no vectors."""
+        rows = self.store.row_count()
         return {
             "collection": self.name,
             "documents": self.store.count(),
-            "rows": self.store.row_count(),
-            **self.corpus.memory(),
-            "first_stage": "in-memory prototypes" if self.corpus.scanning else "Chroma HNSW",
+            "rows": rows,
+            **self.view.memory(),
+            "first_stage": (
+                "in-memory prototypes" if self.view.scans(rows, self.dim) else "Chroma HNSW"
+            ),
             "settings": self.settings.to_json(),
-            "encoder": self.encoder.fingerprint,
+            "encoder": self.config.get("fingerprint"),
+            "encoder_source": self.config.get("encoder_source"),
         }
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _check_positive(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _make_client(path: Path | None) -> ClientAPI:
-    import chromadb
-    from chromadb.config import Settings
-
-    settings = Settings(anonymized_telemetry=False)
-    if path is None:
-        return chromadb.EphemeralClient(settings=settings)
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
-
-
-def _as_encoder(encoder: Encoder | str) -> Encoder:
-    from latewise.encoders import Encoder, load_encoder
-
-    if isinstance(encoder, Encoder):
-        return encoder
-    if isinstance(encoder, str | Path):
-        return load_encoder(str(encoder))
-    raise InvalidInputTypeError(
-        f"encoder must be a latewise Encoder or a model name/path, got {type(encoder).__name__}"
-    )
-
-
-def _encoder_from_config(stored: Mapping[str, Any]) -> Encoder:
-    from latewise import encoders
-
-    source = stored.get("encoder_source")
-    cls_name = stored.get("encoder_class")
-    cls = getattr(encoders, str(cls_name), None)
-    if not source or cls is None:
-        raise StoreError("the collection does not record its encoder; pass encoder= explicitly")
-    return cls(source)  # type: ignore[no-any-return]
-
-
-def _describe_fingerprint(fp: Mapping[str, Any]) -> str:
-    return f"{fp.get('encoder', '?')}({fp.get('model', '?')!r}, dim={fp.get('dim', '?')})"
-
-
-def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) or ["?"]
-
-
-def _show(value: Any) -> str:
-    return (
-        repr(dict(value))
-        if isinstance(value, tuple) and value and isinstance(value[0], tuple)
-        else repr(value)
-    )
-
-
-_SCALARS = (str, int, float, bool)
-
-
-def _check_metadata(metadata: Any, position: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate one metadata dict; return (exact JSON copy, filterable part)."""
-    if metadata is None:
-        return {}, {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidInputTypeError(
-            f"metadata at position {position} must be a dict or None, got "
-            f"{type(metadata).__name__}",
-            [position],
-        )
-    bad_keys = [
-        k for k in metadata if not isinstance(k, str) or k.startswith(RESERVED_PREFIX) or not k
-    ]
-    if bad_keys:
-        raise InvalidInputError(
-            f"metadata at position {position} has invalid keys {bad_keys[:5]}: keys must be "
-            f"non-empty strings not starting with {RESERVED_PREFIX!r}",
-            [position],
-        )
-    try:
-        exact = json.loads(json.dumps(dict(metadata), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"metadata at position {position} is not JSON-serialisable ({exc}); use strings, "
-            "numbers, booleans, lists and dicts",
-            [position],
-        ) from exc
-    filterable: dict[str, Any] = {}
-    for key, value in exact.items():
-        if isinstance(value, _SCALARS) or (
-            isinstance(value, list)
-            and value
-            and all(isinstance(v, _SCALARS) for v in value)
-            and len({type(v) for v in value}) == 1
-        ):
-            filterable[key] = value
-    return exact, filterable
-
-
-_OPERATORS = {
-    "$eq",
-    "$ne",
-    "$gt",
-    "$gte",
-    "$lt",
-    "$lte",
-    "$in",
-    "$nin",
-    "$contains",
-    "$not_contains",
-}
-
-
-def _check_where(where: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a Chroma ``where`` filter; reject latewise's reserved keys and unknown operators."""
-    if not isinstance(where, Mapping):
-        raise FilterError(f"where must be a dict, got {type(where).__name__}")
-    if not where:
-        raise FilterError("where is an empty dict; pass None for no filter")
-
-    def walk(node: Any) -> None:
-        if not isinstance(node, Mapping) or not node:
-            raise FilterError(f"malformed filter {node!r}: expected a non-empty dict")
-        for key, value in node.items():
-            if key in ("$and", "$or"):
-                if not isinstance(value, list) or len(value) < 1:
-                    raise FilterError(f"{key} needs a list of filters, got {value!r}")
-                for sub in value:
-                    walk(sub)
-            elif key.startswith("$"):
-                raise FilterError(f"unknown logical operator {key!r}; use $and or $or")
-            elif key.startswith(RESERVED_PREFIX):
-                raise FilterError(f"metadata keys starting with {RESERVED_PREFIX!r} are reserved")
-            elif isinstance(value, Mapping):
-                if len(value) != 1:
-                    raise FilterError(
-                        f"the condition on {key!r} must have exactly one operator, "
-                        f"got {dict(value)!r}"
-                    )
-                ((op, operand),) = value.items()
-                if op not in _OPERATORS:
-                    raise FilterError(
-                        f"operator {op!r} on {key!r} is not supported; use one of "
-                        f"{sorted(_OPERATORS)}"
-                    )
-                if op in ("$in", "$nin") and not isinstance(operand, list):
-                    raise FilterError(f"{op} on {key!r} needs a list, got {operand!r}")
-            elif not isinstance(value, _SCALARS):
-                raise FilterError(
-                    f"the value for {key!r} must be a string, number or boolean, got {value!r}"
-                )
-
-    walk(where)
-    if len(where) > 1 and not any(k.startswith("$") for k in where):
-        # Chroma wants several conditions spelled as $and.
-        return {"$and": [{k: v} for k, v in where.items()]}
-    return dict(where)
-
-
-def _batches(
-    items: Iterable[Any],
-    ids: Iterable[str] | None,
-    metadatas: Iterable[Mapping[str, Any] | None] | None,
-    size: int,
-    first: int | None = None,
-) -> Iterator[list[tuple[int, Any, Any, Any]]]:
-    """Numbered ``(position, item, id, metadata)`` batches of ``size`` (the first of ``first``)."""
-    limit = first or size
-    id_iter = iter(ids) if ids is not None else None
-    meta_iter = iter(metadatas) if metadatas is not None else None
-    batch: list[tuple[int, Any, Any, Any]] = []
-    for pos, item in enumerate(items):
-        doc_id = _next(id_iter, "ids", pos) if id_iter is not None else None
-        meta = _next(meta_iter, "metadatas", pos) if meta_iter is not None else None
-        batch.append((pos, item, doc_id, meta))
-        if len(batch) >= limit:
-            yield batch
-            batch = []
-            limit = size
-    if batch:
-        yield batch
-
-
-def _next(it: Iterator[Any], what: str, pos: int) -> Any:
-    try:
-        return next(it)
-    except StopIteration:
-        raise InvalidInputError(
-            f"{what} ran out at position {pos}: give one per document"
-        ) from None
-
-
-def _content_id(digest: str, metadata: Mapping[str, Any]) -> str:
-    h = hashlib.sha256((digest + json.dumps(metadata, sort_keys=True)).encode()).hexdigest()
-    return h[:32]
-
-
-def _file_digest(path: str | Path, position: int) -> str:
-    from latewise.errors import ImageLoadError
-
-    p = Path(path)
-    try:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    except OSError as exc:
-        raise ImageLoadError(
-            f"cannot read image at position {position}: {str(p)!r} ({exc.strerror or exc})",
-            [position],
-        ) from exc
-
-
-def _file_meta(path: str) -> dict[str, Any]:
-    return {"source": path, "file_name": Path(path).name}
-
-
-def _page_json(page: PageRef | None) -> dict[str, Any] | None:
-    if page is None:
-        return None
-    return {
-        "path": page.path,
-        "page": page.page,
-        "width": page.width,
-        "height": page.height,
-        "image_path": page.image_path,
-    }
-
-
-def _pil_image_type() -> type:
-    from PIL import Image
-
-    return Image.Image

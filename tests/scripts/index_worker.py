@@ -53,6 +53,7 @@ def main() -> None:
             # Write the first-stage rows, announce it, pause, then write the documents: the
             # parent kills this process inside that window.
             self.write_rows(records, rows)
+            self.write_blobs(records)
             count["batches"] += 1
             print(f"rows-written {count['batches']}", flush=True)
             if mode == "write-slow":

@@ -32,7 +32,7 @@ import logging
 import math
 import sys
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -686,80 +686,6 @@ class ResidualCodec:
         """Decode many blobs (one batched pass) into one ``[n_i, dim]`` tensor per blob."""
         flat, offsets = self.decode_docs_flat(blobs)
         return list(torch.split(flat, (offsets[1:] - offsets[:-1]).tolist()))
-
-    def _parse_for_query(
-        self, query: torch.Tensor, blobs: Sequence[bytes]
-    ) -> tuple[dict[str, torch.Tensor], list[int]]:
-        """Check that ``query`` is ``[n, dim]`` of this codec, then parse ``blobs``."""
-        if query.dim() != 2 or query.shape[1] != self.dim:
-            raise DimensionMismatchError(
-                f"query has shape {tuple(query.shape)}; this codec's vectors are [n, {self.dim}]"
-            )
-        return self._parse(blobs)
-
-    def maxsim_docs(self, query: torch.Tensor, blobs: Sequence[bytes]) -> torch.Tensor:
-        """Exact float32 MaxSim of ``query`` against compressed documents (blobs from
-        :meth:`encode_doc`), decompressing a cache-sized block of documents at a time.
-
-        Equal (to float32 rounding) to ``maxsim_flat(query, *decode_docs_flat(blobs))`` but
-        without the full float32 copy of every document: each block is decompressed and scored on
-        a scoring worker thread while it is still in that core's cache, which makes scoring a
-        query's candidates 2-2.5x faster than decompressing them all first.
-
-        Returns:
-            float32 ``[len(blobs)]`` scores.
-
-        Raises:
-            StoreError: a blob is corrupt or foreign (its position is named).
-            DimensionMismatchError: ``query`` is not ``[n, dim]``.
-        """
-        from latewise.scoring import maxsim_blocks
-
-        columns, counts = self._parse_for_query(query, blobs)
-
-        def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
-            return self.expand({name: col[r0:r1] for name, col in columns.items()})
-
-        return maxsim_blocks(query, counts, fetch)
-
-    def centroid_scores(self, query: torch.Tensor, blobs: Sequence[bytes]) -> torch.Tensor:
-        """PLAID's centroid interaction: MaxSim of ``query`` against compressed documents with
-        every vector replaced by its centroid, from the centroid ids alone.
-
-        ``centroids @ query.T`` is computed once, so each document vector costs one row lookup
-        instead of its decompression and a dot product per query vector: a cheap, close
-        approximation of the exact score, used to keep the best of many first-stage candidates
-        for exact scoring.
-
-        Returns:
-            float32 ``[len(blobs)]`` approximate scores.
-
-        Raises:
-            StoreError: a blob is corrupt or foreign (its position is named).
-            DimensionMismatchError: ``query`` is not ``[n, dim]``.
-        """
-        columns, counts = self._parse_for_query(query, blobs)
-        codes = columns["codes"]
-        return self.centroid_maxsim(query, counts, lambda a, b, r0, r1: codes[r0:r1])
-
-    def centroid_maxsim(
-        self,
-        query: torch.Tensor,
-        counts: Sequence[int],
-        codes: Callable[[int, int, int, int], torch.Tensor],
-    ) -> torch.Tensor:
-        """:meth:`centroid_scores` of documents given by their stored centroid ids:
-        ``codes(a, b, r0, r1)`` returns the ``"codes"`` column of documents ``a..b-1`` (rows
-        ``r0..r1-1`` of the documents laid end to end, ``counts`` vectors each)."""
-        from latewise.scoring import maxsim_blocks
-
-        table = query.detach().float() @ self.centroids.t()  # [n_q, n_centroids]
-
-        def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
-            return table.index_select(1, self.centroid_ids(codes(a, b, r0, r1)))
-
-        # Similarity blocks are cheap to make: larger ones (4 MiB) cost fewer dispatches.
-        return maxsim_blocks(query, counts, fetch, similarities=True, block_values=1 << 20)
 
     # -- serialisation --------------------------------------------------------------------------
 

@@ -440,8 +440,9 @@ class PageRenderer:
         if found == 0:
             raise FileIngestError(
                 path,
-                "the PDF has no extractable text (a scan?); index its pages as images with a "
-                "ColPali encoder",
+                "the PDF has no text layer (a scan?), and a text encoder reads only a PDF's "
+                "text layer; index its pages as images with an image encoder (ColPali) into "
+                "another collection",
             )
 
     # -- images --------------------------------------------------------------------------------

@@ -105,6 +105,9 @@ class IngestReport:
         skipped: files found inside folders whose suffix the iterator does not handle.
         documents: documents written to (or confirmed in) an index by
             :meth:`~latewise.LateInteractionIndex.add_files`.
+        deleted: documents :meth:`~latewise.LateInteractionIndex.add_files` deleted: those a
+            re-indexed file no longer has, and (with ``sync=True``) those of files that are
+            gone.
     """
 
     files_ok: list[str] = field(default_factory=list)
@@ -113,6 +116,7 @@ class IngestReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     documents: int = 0
+    deleted: int = 0
 
     @property
     def ok(self) -> bool:

@@ -16,8 +16,10 @@ collections:
     The document's full multi-vector (float16 or residual codes) as one base64 blob, in a record
     ``{doc}#{ver}``: written once, never changed, read for exact scoring.
 ``NAME__lw_meta``
-    Binary state too large for collection metadata (the compression codec, chunked) and the
-    collection's write generation, which tells other processes that their caches are stale.
+    Binary state too large for collection metadata (the compression codec, chunked).
+``NAME__lw_log``
+    One record per write: the collection's write position, which tells other processes that
+    their in-memory views are stale (see :mod:`latewise.store.state`).
 
 Writes go rows and blobs first, the document record last, so a document exists exactly when its
 record in ``NAME`` exists: a crash in between leaves rows and blobs that no document claims (their
@@ -33,12 +35,12 @@ import base64
 import json
 import logging
 import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from latewise.errors import FilterError, InvalidInputError, StoreError
+from latewise.store.filters import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RESERVED_PREFIX",
     "ChromaStore",
     "DocRecord",
     "RowHit",
@@ -55,14 +58,12 @@ __all__ = [
     "validate_collection_name",
 ]
 
-RESERVED_PREFIX = "_lw_"
 VECTORS_SUFFIX = "__lw_vectors"
 BLOBS_SUFFIX = "__lw_blobs"
 META_SUFFIX = "__lw_meta"
-_SUFFIXES = (VECTORS_SUFFIX, BLOBS_SUFFIX, META_SUFFIX)
+LOG_SUFFIX = "__lw_log"
+_SUFFIXES = (VECTORS_SUFFIX, BLOBS_SUFFIX, META_SUFFIX, LOG_SUFFIX)
 CONFIG_KEY = "latewise"
-_GENERATION_ID = "generation"
-_BLOB_CHUNK = 4_000_000  # characters of base64 per record in the meta collection
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 _MAX_NAME = 512 - max(len(s) for s in _SUFFIXES)
 #: Records that are only looked up by id get a constant one-dimensional embedding.
@@ -174,11 +175,14 @@ class ChromaStore:
             VECTORS_SUFFIX: {"hnsw": {"space": "ip", **self._hnsw}},
             BLOBS_SUFFIX: {"hnsw": {"space": "ip"}},
             META_SUFFIX: {"hnsw": {"space": "ip"}},
+            LOG_SUFFIX: {"hnsw": {"space": "ip"}},
         }
         try:
             for suffix, configuration in configs.items():
                 name = self.name + suffix
-                if create:
+                # Derived collections are made when missing: the first stage is rebuilt by
+                # repair(), and collections of format 1 had no log.
+                if create or suffix in (VECTORS_SUFFIX, LOG_SUFFIX):
                     col = self.client.get_or_create_collection(
                         name, embedding_function=None, configuration=configuration
                     )
@@ -244,6 +248,10 @@ class ChromaStore:
         return self._col(META_SUFFIX)
 
     @property
+    def log(self) -> Collection:
+        return self._col(LOG_SUFFIX)
+
+    @property
     def max_batch(self) -> int:
         if self._max_batch is None:
             try:
@@ -251,20 +259,6 @@ class ChromaStore:
             except (AttributeError, *_chroma_errors()):  # type: ignore[misc]
                 self._max_batch = 1000
         return self._max_batch
-
-    # -- generation -------------------------------------------------------------------------
-
-    def generation(self) -> str:
-        """A token that changes with every write (by any process)."""
-        got = self.meta.get(ids=[_GENERATION_ID], include=["metadatas"])  # type: ignore[list-item]
-        metas = got.get("metadatas") or []
-        return str(metas[0].get("g", "")) if metas and metas[0] else ""
-
-    def bump_generation(self) -> str:
-        """Record that the collection changed; returns the new generation."""
-        token = uuid.uuid4().hex
-        self.meta.upsert(ids=[_GENERATION_ID], embeddings=[_ONE], metadatas=[{"g": token}])  # type: ignore[arg-type]
-        return token
 
     # -- documents --------------------------------------------------------------------------
 
@@ -276,7 +270,7 @@ class ChromaStore:
         """The stored documents among ``ids`` (missing ones are absent from the result)."""
         out: dict[str, DocRecord] = {}
         for part in _parts(list(dict.fromkeys(ids)), self.max_batch):
-            got = self._call(
+            got = self.call(
                 lambda p=part: self.docs.get(ids=p, include=["metadatas", "documents"])  # type: ignore[misc, list-item]
             )
             out.update(self._records(got))
@@ -317,7 +311,7 @@ class ChromaStore:
         out: dict[str, bytes] = {}
         step = max(1, min(self.max_batch, 500))
         for part in _parts(list(dict.fromkeys(keys)), step):
-            got = self._call(lambda p=part: self.blobs.get(ids=p, include=["metadatas"]))  # type: ignore[misc, list-item]
+            got = self.call(lambda p=part: self.blobs.get(ids=p, include=["metadatas"]))  # type: ignore[misc, list-item]
             for key, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
                 try:
                     out[key] = base64.b64decode(str((meta or {})["_lw_mv"]), validate=True)
@@ -328,11 +322,16 @@ class ChromaStore:
                     ) from exc
         return out
 
-    def _call(self, fn: Any) -> Any:
+    def call(self, fn: Any, *, write: bool = False) -> Any:
+        """Run a Chroma call; its errors become :class:`StoreError`."""
         try:
             return fn()
         except _chroma_errors() as exc:
-            raise StoreError(f"Chroma refused a read of collection {self.name!r}: {exc}") from exc
+            what = "write to" if write else "read of"
+            raise StoreError(
+                f"Chroma refused a {what} collection {self.name!r}: {exc}. If the collection is "
+                "damaged, `index.repair()` (or `latewise repair`) rebuilds what can be derived"
+            ) from exc
 
     def _pages(
         self, *, where: Mapping[str, Any] | None, include: list[str], page_size: int = 5000
@@ -374,11 +373,12 @@ class ChromaStore:
                 rows in order.
         """
         self.write_rows(records, rows)
+        self.write_blobs(records)
         self.write_docs(records)
 
     def write_rows(self, records: Sequence[DocRecord], rows: Any) -> None:
-        """Store the first-stage rows and blobs of ``records`` (invisible until their records
-        exist)."""
+        """Store the first-stage rows of ``records`` (each carrying its document's id, version
+        and filterable metadata), ``rows`` being their vectors in order."""
         import numpy as np
 
         ids: list[str] = []
@@ -391,41 +391,47 @@ class ChromaStore:
         if rows.shape[0] != len(ids):
             raise StoreError(f"{rows.shape[0]} first-stage vectors for {len(ids)} rows")
         step = self.max_batch
-        blob_step = max(1, min(step, 256))
-        try:
-            for s in range(0, len(ids), step):
-                self.vectors.upsert(
+        for s in range(0, len(ids), step):
+            self.call(
+                lambda s=s: self.vectors.upsert(
                     ids=ids[s : s + step],
                     embeddings=rows[s : s + step],
                     metadatas=metas[s : s + step],  # type: ignore[arg-type]
-                )
-            for s in range(0, len(records), blob_step):
-                part = records[s : s + blob_step]
-                self.blobs.upsert(
+                ),
+                write=True,
+            )
+
+    def write_blobs(self, records: Sequence[DocRecord]) -> None:
+        """Store the full multi-vectors of ``records`` (invisible until their records exist)."""
+        step = max(1, min(self.max_batch, 256))
+        for s in range(0, len(records), step):
+            part = records[s : s + step]
+            self.call(
+                lambda part=part: self.blobs.upsert(
                     ids=[r.blob_id for r in part],
                     embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
                     metadatas=[
                         {"_lw_doc": r.id, "_lw_mv": base64.b64encode(r.blob or b"").decode("ascii")}
                         for r in part
                     ],
-                )
-        except _chroma_errors() as exc:
-            raise StoreError(f"Chroma refused a write to collection {self.name!r}: {exc}") from exc
+                ),
+                write=True,
+            )
 
     def write_docs(self, records: Sequence[DocRecord]) -> None:
         """Store document records; each document becomes visible as its record lands."""
         step = max(1, min(self.max_batch, 1000))
-        try:
-            for s in range(0, len(records), step):
-                part = records[s : s + step]
-                self.docs.upsert(
+        for s in range(0, len(records), step):
+            part = records[s : s + step]
+            self.call(
+                lambda part=part: self.docs.upsert(
                     ids=[r.id for r in part],
                     embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
                     documents=[r.text if r.text is not None else "" for r in part],
                     metadatas=[_encode_record(r) for r in part],  # type: ignore[misc]
-                )
-        except _chroma_errors() as exc:
-            raise StoreError(f"Chroma refused a write to collection {self.name!r}: {exc}") from exc
+                ),
+                write=True,
+            )
 
     def delete_docs(self, ids: Sequence[str]) -> None:
         """Remove document records (they stop existing at once)."""
@@ -446,32 +452,68 @@ class ChromaStore:
             found.update(self.vectors.get(ids=part, include=[])["ids"])
         return found
 
-    def orphans(self, page_size: int = 5000) -> tuple[list[str], list[str]]:
-        """First-stage rows and blobs whose document is missing or has another version."""
-        current = {rec.id: rec.ver for page in self.scan() for rec in page}
-        found: dict[str, list[str]] = {"rows": [], "blobs": []}
-        for key, col in (("rows", self.vectors), ("blobs", self.blobs)):
-            offset = 0
-            while True:
-                got = col.get(limit=page_size, offset=offset, include=["metadatas"])  # type: ignore[list-item]
-                if not got["ids"]:
-                    break
-                for rid, m in zip(got["ids"], got["metadatas"] or [], strict=True):
-                    doc = str((m or {}).get("_lw_doc"))
-                    ver = current.get(doc)
-                    if ver is None or not rid.startswith(f"{doc}#{ver}"):
-                        found[key].append(rid)
-                if len(got["ids"]) < page_size:
-                    break
-                offset += page_size
-        return found["rows"], found["blobs"]
+    def row_ids_stored(self, page_size: int = 5000) -> set[str]:
+        """Every first-stage row id (raises :class:`StoreError` if the collection is damaged)."""
+        found: set[str] = set()
+        offset = 0
+        while True:
+            got = self.call(
+                lambda o=offset: self.vectors.get(limit=page_size, offset=o, include=[])  # type: ignore[misc, list-item]
+            )
+            found.update(got["ids"])
+            if len(got["ids"]) < page_size:
+                return found
+            offset += page_size
 
-    def delete_ids(self, rows: Sequence[str], blobs: Sequence[str]) -> None:
-        """Remove first-stage rows and blobs by their record ids."""
-        for part in _parts(list(rows), self.max_batch):
-            self.vectors.delete(ids=part)
-        for part in _parts(list(blobs), self.max_batch):
-            self.blobs.delete(ids=part)
+    def probe_rows(self) -> None:
+        """Query the first-stage index once (raises :class:`StoreError` if it is damaged)."""
+        got = self.call(lambda: self.vectors.get(limit=1, include=["embeddings"]))  # type: ignore[list-item]
+        if got["ids"]:
+            self.call(lambda: self.vectors.query(query_embeddings=got["embeddings"], n_results=1))
+
+    def delete_rows_by_id(self, ids: Sequence[str]) -> None:
+        """Remove first-stage rows by their record ids."""
+        for part in _parts(list(ids), self.max_batch):
+            self.call(lambda p=part: self.vectors.delete(ids=p), write=True)
+
+    def remove_orphan_blobs(self) -> int:
+        """Delete stored vectors no document claims (left by a crash); returns how many."""
+        blobs = self.orphan_blobs()
+        for part in _parts(blobs, self.max_batch):
+            self.call(lambda p=part: self.blobs.delete(ids=p))
+        return len(blobs)
+
+    def orphan_blobs(self) -> list[str]:
+        """Ids of stored vectors whose document is missing or has another version."""
+        current = {rec.id: rec.ver for page in self.scan() for rec in page}
+        found: list[str] = []
+        offset, page_size = 0, 5000
+        while True:
+            got = self.call(
+                lambda o=offset: self.blobs.get(limit=page_size, offset=o, include=["metadatas"])  # type: ignore[misc, list-item]
+            )
+            for rid, m in zip(got["ids"], got["metadatas"] or [], strict=True):
+                doc = str((m or {}).get("_lw_doc"))
+                if current.get(doc) is None or rid != f"{doc}#{current[doc]}":
+                    found.append(rid)
+            if len(got["ids"]) < page_size:
+                return found
+            offset += page_size
+
+    def reset_rows(self, hnsw: Mapping[str, Any]) -> None:
+        """Delete the first-stage collection (damaged or not) and create it empty."""
+        name = self.name + VECTORS_SUFFIX
+        try:
+            self.client.delete_collection(name)
+        except _chroma_errors():
+            logger.info("first-stage collection %s was missing; creating it", name)
+        self._cols[VECTORS_SUFFIX] = self.call(
+            lambda: self.client.create_collection(
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "ip", **self._hnsw, **hnsw}},  # type: ignore[arg-type]
+            )
+        )
 
     def row_count(self) -> int:
         """How many first-stage rows the collection holds."""
@@ -488,13 +530,13 @@ class ChromaStore:
 
         if ids is not None:
             for part in _parts(list(ids), self.max_batch):
-                got = self._call(lambda p=part: self.vectors.get(ids=p, include=["embeddings"]))  # type: ignore[misc, list-item]
+                got = self.call(lambda p=part: self.vectors.get(ids=p, include=["embeddings"]))  # type: ignore[misc, list-item]
                 if got["ids"]:
                     yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32)
             return
         offset = 0
         while True:
-            got = self._call(
+            got = self.call(
                 lambda o=offset: self.vectors.get(limit=page_size, offset=o, include=["embeddings"])  # type: ignore[misc, list-item]
             )
             if not got["ids"]:
@@ -527,35 +569,6 @@ class ChromaStore:
                 ]
             )
         return out
-
-    # -- binary state -----------------------------------------------------------------------
-
-    def put_blob(self, key: str, data: bytes) -> None:
-        """Store a binary value under ``key`` in the meta collection (chunked)."""
-        text = base64.b64encode(data).decode("ascii")
-        chunks = [text[i : i + _BLOB_CHUNK] for i in range(0, len(text), _BLOB_CHUNK)] or [""]
-        old = self.meta.get(where={"key": key}, include=[])["ids"]
-        ids = [f"{key}:{i}" for i in range(len(chunks))]
-        self.meta.upsert(
-            ids=ids,
-            embeddings=[_ONE] * len(chunks),  # type: ignore[arg-type]
-            metadatas=[
-                {"key": key, "part": i, "n": len(chunks), "data": c} for i, c in enumerate(chunks)
-            ],
-        )
-        stale = [i for i in old if i not in set(ids)]
-        if stale:
-            self.meta.delete(ids=stale)
-
-    def get_blob(self, key: str) -> bytes | None:
-        """The binary value stored under ``key``, or ``None``."""
-        got = self.meta.get(where={"key": key}, include=["metadatas"])  # type: ignore[list-item]
-        metas = sorted((m for m in got["metadatas"] or [] if m), key=lambda m: int(m["part"]))  # type: ignore[arg-type]
-        if not metas:
-            return None
-        if len(metas) != int(metas[0]["n"]):  # type: ignore[arg-type]
-            raise StoreError(f"collection {self.name!r}: binary value {key!r} is incomplete")
-        return base64.b64decode("".join(str(m["data"]) for m in metas))
 
 
 def list_latewise_collections(client: ClientAPI) -> dict[str, dict[str, Any]]:
@@ -617,6 +630,7 @@ def _decode_record(name: str, doc_id: str, meta: Mapping[str, Any], text: str | 
             page=page,
             n_vectors=int(meta["_lw_n"]),
             n_rows=int(meta["_lw_rows"]),
+            filterable={k: v for k, v in meta.items() if not k.startswith(RESERVED_PREFIX)},
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(

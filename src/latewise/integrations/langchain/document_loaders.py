@@ -13,9 +13,11 @@ from langchain_core.document_loaders import BaseLoader
 from langchain_core.documents import Document
 
 from latewise.ingest import DEFAULT_DPI, IngestReport, iter_pages
+from latewise.ingest.conventions import page_id, page_image_dir
 from latewise.ingest.pages import DEFAULT_PAGE_BATCH_SIZE
 from latewise.ingest.sources import ErrorMode, validate_error_mode
 from latewise.integrations.langchain._documents import page_content_for, page_metadata
+from latewise.store.client import DEFAULT_PATH
 from latewise.types import PageRef
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PDFPageLoader"]
 
 #: Where page images go when no ``image_dir`` is given (next to the index's default path).
-DEFAULT_IMAGE_DIR = os.path.join(".latewise", "pages")
+DEFAULT_IMAGE_DIR = os.fspath(page_image_dir(DEFAULT_PATH))
 
 
 class PDFPageLoader(BaseLoader):
@@ -175,7 +177,7 @@ class PDFPageLoader(BaseLoader):
             )
             metadata["image_mime_type"] = f"image/{self.image_format}"
         return Document(
-            id=f"{ref.path}#page={ref.page}",
+            id=page_id(ref.path, ref.page),
             page_content=page_content_for(ref),
             metadata=metadata,
         )

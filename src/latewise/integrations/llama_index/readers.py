@@ -14,7 +14,12 @@ from llama_index.core.schema import Document, ImageDocument
 
 from latewise.errors import InvalidInputError
 from latewise.ingest import DEFAULT_DPI, IngestReport, iter_pages
+from latewise.ingest.conventions import page_id, page_image_dir
 from latewise.ingest.sources import validate_error_mode
+from latewise.store.client import DEFAULT_PATH
+
+#: Where page images go when no ``image_dir`` is given (next to the index's default path).
+_DEFAULT_IMAGE_DIR = page_image_dir(DEFAULT_PATH)
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class PDFPageReader(BaseReader):
 
     def __init__(
         self,
-        image_dir: str | Path = Path(".latewise") / "pages",
+        image_dir: str | Path = _DEFAULT_IMAGE_DIR,
         *,
         dpi: int = DEFAULT_DPI,
         image_format: str = "png",
@@ -143,7 +148,7 @@ class PDFPageReader(BaseReader):
                     **(extra_info or {}),
                 }
                 yield ImageDocument(
-                    id_=f"{source}#page={ref.page}",
+                    id_=page_id(source, ref.page),
                     image_path=ref.image_path,
                     image_mimetype=_MIMETYPES[self.image_format],
                     metadata=metadata,
