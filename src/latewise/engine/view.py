@@ -212,7 +212,7 @@ class CorpusView:
 
     def _load(self, missing: Sequence[DocRecord]) -> None:
         """Read documents' stored vectors from Chroma (outside the lock) and keep their rows."""
-        blobs = self.store.get_blobs([r.blob_id for r in missing])
+        blobs = self.store.get_blobs(missing)
         for rec in missing:
             if rec.blob_id not in blobs:
                 raise StoreError(
