@@ -155,7 +155,14 @@ class CorpusView:
             for rec, proto in zip(records, prototypes, strict=True):
                 self._drop(rec.id)
                 self.records[rec.id] = DocRecord(
-                    rec.id, rec.ver, rec.text, rec.metadata, rec.page, rec.n_vectors, rec.n_rows
+                    rec.id,
+                    rec.ver,
+                    rec.text,
+                    rec.metadata,
+                    rec.page,
+                    rec.n_vectors,
+                    rec.n_rows,
+                    n_chunks=rec.n_chunks,
                 )
                 if self.protos is not None:
                     self.protos.put(rec.id, proto)
