@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT", "as_encoder", "config_for", "load_stored_encoder", "stored_settings"]
 
-#: The layout version latewise writes; newer ones are refused with the fix.
-FORMAT = 1
+#: The layout version latewise writes; newer ones are refused with the fix. Format 2 packs the
+#: stored vectors into embeddings (see :mod:`latewise.store.chroma`); collections of format 1
+#: keep their base64 records and are read and written as before.
+FORMAT = 2
 
 
 def config_for(encoder: Encoder, settings: IndexSettings) -> dict[str, Any]:
