@@ -75,7 +75,7 @@ def test_a_new_version_leaves_orphans_that_repair_finds(
     assert store.orphan_blobs() == ["a#v1"]
     assert store.remove_orphan_blobs() == 1
     assert store.orphan_blobs() == []
-    assert store.get_blobs(["a#v2"]) == {"a#v2": b"blob-a-v2"}
+    assert store.get_blobs([store.get(["a"])["a"]]) == {"a#v2": b"blob-a-v2"}
 
 
 def test_reset_rows_rebuilds_an_empty_first_stage(chroma_client: Any, collection_name: str) -> None:
@@ -197,3 +197,56 @@ def test_write_lock_names_the_holder_and_the_fix(tmp_path: Path) -> None:
     lock = WriteLock(tmp_path, timeout=5)
     with lock(), lock():  # re-entrant in one thread
         assert lock.holder() == os.getpid()
+
+
+def test_blobs_are_packed_into_embeddings_of_one_width(
+    chroma_client: Any, collection_name: str
+) -> None:
+    store = _store(chroma_client, collection_name)
+    big = DocRecord(
+        id="big#1",
+        ver="v1",
+        text=None,
+        metadata={},
+        page=None,
+        n_vectors=1,
+        n_rows=1,
+        blob=os.urandom(20_000),
+    )
+    store.write([_record("a"), big], np.ones((3, 4), dtype=np.float32))
+    blobs = chroma_client.get_collection(collection_name + "__lw_blobs")
+    width = blobs.metadata["lw_blob_floats"]
+    got = store.get(["a", "big#1"], with_blob=True)
+    assert got["big#1"].blob == big.blob
+    assert got["big#1"].n_chunks > 1
+    assert got["a"].n_chunks == 1
+    stored = blobs.get(ids=got["big#1"].blob_record_ids(), include=["embeddings", "metadatas"])
+    assert np.asarray(stored["embeddings"]).shape == (got["big#1"].n_chunks, width)
+    assert stored["metadatas"] == [None] * got["big#1"].n_chunks  # no per-record strings
+    # A later write keeps the width; a replaced version's records become orphans.
+    store.write([_record("a", ver="v2")], np.ones((2, 4), dtype=np.float32))
+    assert chroma_client.get_collection(collection_name + "__lw_blobs").metadata == blobs.metadata
+    assert store.orphan_blobs() == ["a#v1"]
+    assert store.remove_orphan_blobs() == 1
+    store.delete_docs(["big#1"])
+    store.delete_rows([got["big#1"]])
+    assert sorted(blobs.get(include=[])["ids"]) == ["a#v2#0"]
+
+
+def test_collections_with_base64_blobs_are_read_and_written_as_before(
+    chroma_client: Any, collection_name: str
+) -> None:
+    # latewise before the packed layout made the blobs collection without layout metadata.
+    chroma_client.create_collection(collection_name + "__lw_blobs", embedding_function=None)
+    store = _store(chroma_client, collection_name)
+    store.write([_record("a")], np.ones((2, 4), dtype=np.float32))
+    raw = chroma_client.get_collection(collection_name + "__lw_blobs").get(
+        ids=["a#v1"], include=["metadatas"]
+    )
+    assert raw["metadatas"][0]["_lw_mv"] == "YmxvYi1hLXYx"  # base64 of b"blob-a-v1"
+    reopened = ChromaStore(chroma_client, collection_name, hnsw={})
+    reopened.open(create=False)
+    got = reopened.get(["a"], with_blob=True)["a"]
+    assert (got.n_chunks, got.blob) == (0, b"blob-a-v1")
+    reopened.write([_record("a", ver="v2")], np.ones((2, 4), dtype=np.float32))
+    assert reopened.orphan_blobs() == ["a#v1"]

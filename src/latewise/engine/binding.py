@@ -38,8 +38,10 @@ __all__ = [
     "stored_settings",
 ]
 
-#: The layout version latewise writes; newer ones are refused with the fix.
-FORMAT = 1
+#: The layout version latewise writes; newer ones are refused with the fix. Format 2 packs the
+#: stored vectors into embeddings (see :mod:`latewise.store.chroma`); collections of format 1
+#: keep their base64 records and are read and written as before.
+FORMAT = 2
 
 
 def open_collection(

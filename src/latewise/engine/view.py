@@ -163,6 +163,7 @@ class CorpusView:
                     rec.n_vectors,
                     rec.n_rows,
                     key=rec.key,
+                    n_chunks=rec.n_chunks,
                 )
                 if self.protos is not None:
                     self.protos.put(rec.id, proto)
@@ -219,7 +220,7 @@ class CorpusView:
 
     def _load(self, missing: Sequence[DocRecord]) -> None:
         """Read documents' stored vectors from Chroma (outside the lock) and keep their rows."""
-        blobs = self.store.get_blobs([r.blob_id for r in missing])
+        blobs = self.store.get_blobs(missing)
         for rec in missing:
             if rec.blob_id not in blobs:
                 raise StoreError(

@@ -1,19 +1,28 @@
 """The Chroma layout of a latewise collection.
 
-Chroma keeps one vector per record, so one latewise collection ``NAME`` is five Chroma
+Chroma keeps one vector per record, so one latewise collection ``NAME`` is four Chroma
 collections:
 
 ``NAME`` (the documents)
     One small record per document, the source of truth: its id is the document id, its Chroma
     ``document`` the text, its metadata the user's filterable metadata plus latewise's own keys
-    (see :mod:`latewise.store.records`). ``where`` filters run here and on the first-stage rows.
+    (all starting with ``_lw_``): the version ``_lw_ver``, the vector and row counts, the exact
+    user metadata as JSON ``_lw_meta`` and the page reference ``_lw_page``. ``where`` filters run
+    here and on the first-stage rows.
 ``NAME__lw_vectors`` (the first stage)
-    A few "prototype" vectors per document, each a record ``{doc}#{key}#{j}`` (``key`` names
-    the write) carrying the document id, the key and a copy of its filterable metadata, indexed
-    by Chroma's HNSW.
+    A few "prototype" vectors per document, each a record ``{doc}#{key}#{j}`` (the id names the
+    document and the write, see :mod:`latewise.store.records`) carrying a copy of its filterable
+    metadata, indexed by Chroma's HNSW.
 ``NAME__lw_blobs``
-    The document's full multi-vector (float16 or residual codes) as one base64 blob, in a record
-    ``{doc}#{key}``: written once, never changed, read for exact scoring.
+    The document's full multi-vector (float16 or residual codes), written once, never changed,
+    read for exact scoring: packed 30 bits to a float (:mod:`latewise.store.packing`) into the
+    embeddings of records ``{doc}#{key}#{j}``, ``j < _lw_bc`` of the document record, all of one
+    width chosen at the collection's first write (the collection's metadata ``lw_blob_floats``)
+    and kept out of the way by a minimal HNSW graph. Embeddings are Chroma's one store that keeps
+    bytes once: a metadata string is stored twice (its row and SQLite's index of string values),
+    and as base64 a third larger. Collections written by latewise 0.x before this layout (no
+    ``lw_blobs`` key in that metadata) keep one record ``{doc}#{ver}`` per document with the
+    blob as base64 metadata ``_lw_mv``, and are read and written that way.
 ``NAME__lw_meta``
     Binary state too large for collection metadata (the compression codec, chunked).
 ``NAME__lw_log``
@@ -22,7 +31,8 @@ collections:
 
 Writes go rows and blobs first, the document record last, so a document exists exactly when its
 record in ``NAME`` exists: a crash in between leaves rows and blobs that no document claims (their
-key matches no document), which searches ignore and ``repair()`` removes.
+version matches no document), which searches ignore and a later write of the same content
+overwrites.
 
 This module knows Chroma and bytes, never models or tensors.
 """
@@ -32,13 +42,21 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from latewise.errors import FilterError, InvalidInputError, StoreError
 from latewise.store.filters import RESERVED_PREFIX
-from latewise.store.records import DocRecord, RowHit, decode_record, encode_record
+from latewise.store.packing import pack, unpack
+from latewise.store.records import (
+    DocRecord,
+    RowHit,
+    decode_record,
+    encode_record,
+    split_row_id,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,6 +84,25 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 _MAX_NAME = 512 - max(len(s) for s in _SUFFIXES)
 #: Records that are only looked up by id get a constant one-dimensional embedding.
 _ONE: list[float] = [1.0]
+#: The blobs collection's metadata: its layout, and the width of its packed records.
+BLOB_LAYOUT_KEY = "lw_blobs"
+BLOB_FLOATS_KEY = "lw_blob_floats"
+_PACKED = "packed-30"
+#: Chroma's per-record cost (ids, SQLite rows and index entries, HNSW links), in bytes: the blob
+#: record width balances it against the padding of each document's last record.
+_RECORD_BYTES = 250
+#: Chroma settings of collections that are only read by id: Chroma keeps every write in its log
+#: (``embeddings_queue``) until ``sync_threshold`` records are indexed, so a low threshold keeps
+#: that copy small; the blobs' HNSW graph is never searched, so it is as small as Chroma allows.
+_BY_ID = {"space": "ip", "sync_threshold": 100, "batch_size": 100}
+_BLOBS = {
+    "space": "ip",
+    "max_neighbors": 2,
+    "ef_construction": 2,
+    "ef_search": 2,
+    "sync_threshold": 1000,
+    "batch_size": 1000,
+}
 
 
 def validate_collection_name(name: str) -> str:
@@ -82,6 +119,14 @@ def validate_collection_name(name: str) -> str:
             "digits, '.', '_' and '-', starting and ending with a letter or digit"
         )
     return name
+
+
+def blob_floats(blob_bytes: float) -> int:
+    """The packed record width (floats, a multiple of 64) for blobs of about ``blob_bytes``:
+    ``sqrt(2 * record cost * size)`` bytes balances the padding of a document's last record
+    (half a record on average) against the cost of each record."""
+    width = math.sqrt(2 * _RECORD_BYTES * max(1.0, blob_bytes)) * 8 / 30
+    return int(min(8192, max(64, math.ceil(width / 64) * 64)))
 
 
 def _chroma_errors() -> tuple[type[BaseException], ...]:
@@ -105,6 +150,9 @@ class ChromaStore:
         self._hnsw = dict(hnsw)
         self._cols: dict[str, Collection] = {}
         self._max_batch: int | None = None
+        #: The blobs collection's layout: packed record width, 0 before its first write,
+        #: ``None`` for the old base64 layout.
+        self._blob_floats: int | None = 0
 
     # -- collections ----------------------------------------------------------------------
 
@@ -116,11 +164,11 @@ class ChromaStore:
     def open(self, *, create: bool) -> dict[str, Any] | None:
         """Open (or create) the collections; return the stored config, if any."""
         configs: dict[str, Any] = {
-            "": {"hnsw": {"space": "ip"}},
+            "": {"hnsw": dict(_BY_ID)},
             VECTORS_SUFFIX: {"hnsw": {"space": "ip", **self._hnsw}},
-            BLOBS_SUFFIX: {"hnsw": {"space": "ip"}},
-            META_SUFFIX: {"hnsw": {"space": "ip"}},
-            LOG_SUFFIX: {"hnsw": {"space": "ip"}},
+            BLOBS_SUFFIX: {"hnsw": dict(_BLOBS)},
+            META_SUFFIX: {"hnsw": dict(_BY_ID)},
+            LOG_SUFFIX: {"hnsw": dict(_BY_ID)},
         }
         try:
             for suffix, configuration in configs.items():
@@ -129,11 +177,19 @@ class ChromaStore:
                 # repair(), and collections of format 1 had no log.
                 if create or suffix in (VECTORS_SUFFIX, LOG_SUFFIX):
                     col = self.client.get_or_create_collection(
-                        name, embedding_function=None, configuration=configuration
+                        name,
+                        embedding_function=None,
+                        configuration=configuration,
+                        metadata={BLOB_LAYOUT_KEY: _PACKED} if suffix == BLOBS_SUFFIX else None,
                     )
                 else:
                     col = self.client.get_collection(name, embedding_function=None)
                 self._cols[suffix] = col
+            layout = self.blobs.metadata or {}
+            if layout.get(BLOB_LAYOUT_KEY) != _PACKED:
+                self._blob_floats = None  # written before the packed layout: base64 records
+            else:
+                self._blob_floats = int(layout.get(BLOB_FLOATS_KEY, 0))
         except _chroma_errors() as exc:
             raise StoreError(
                 f"cannot open collection {self.name!r} in Chroma ({exc}); it may have been "
@@ -241,7 +297,7 @@ class ChromaStore:
 
     def attach_blobs(self, records: Sequence[DocRecord]) -> None:
         """Read the blobs of ``records`` into their ``blob`` field."""
-        blobs = self.get_blobs([r.blob_id for r in records])
+        blobs = self.get_blobs(records)
         for rec in records:
             blob = blobs.get(rec.blob_id)
             if blob is None:
@@ -251,8 +307,42 @@ class ChromaStore:
                 )
             rec.blob = blob
 
-    def get_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
-        """Blobs by their ids (``{doc}#{ver}``); missing ones are absent."""
+    def get_blobs(self, records: Sequence[DocRecord]) -> dict[str, bytes]:
+        """The blobs of ``records`` by their keys (``{doc}#{ver}``); missing ones are absent."""
+        packed = [r for r in records if r.n_chunks]
+        out = self._get_packed(packed) if packed else {}
+        legacy = [r.blob_id for r in records if not r.n_chunks]
+        if legacy:
+            out.update(self._get_base64(legacy))
+        return out
+
+    def _get_packed(self, records: Sequence[DocRecord]) -> dict[str, bytes]:
+        import numpy as np
+
+        chunks: dict[str, np.ndarray] = {}
+        ids = list(dict.fromkeys(rid for r in records for rid in r.blob_record_ids()))
+        step = max(1, min(self.max_batch, 1000))
+        for part in _parts(ids, step):
+            got = self.call(lambda p=part: self.blobs.get(ids=p, include=["embeddings"]))  # type: ignore[misc, list-item]
+            embs = got["embeddings"]
+            if embs is None or len(embs) != len(got["ids"]):
+                continue
+            chunks.update(zip(got["ids"], np.asarray(embs, dtype=np.float32), strict=True))
+        out: dict[str, bytes] = {}
+        for rec in records:
+            parts = [chunks.get(rid) for rid in rec.blob_record_ids()]
+            if any(p is None for p in parts):
+                continue  # reported by the caller as missing
+            try:
+                out[rec.blob_id] = unpack(np.stack(parts))  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise StoreError(
+                    f"the stored vectors of document {rec.id!r} in collection {self.name!r} "
+                    f"are damaged ({exc}); re-add the document with upsert()"
+                ) from exc
+        return out
+
+    def _get_base64(self, keys: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         step = max(1, min(self.max_batch, 500))
         for part in _parts(list(dict.fromkeys(keys)), step):
@@ -322,16 +412,15 @@ class ChromaStore:
         self.write_docs(records)
 
     def write_rows(self, records: Sequence[DocRecord], rows: Any) -> None:
-        """Store the first-stage rows of ``records`` (each carrying its document's id, version
-        and filterable metadata), ``rows`` being their vectors in order."""
+        """Store the first-stage rows of ``records`` (their ids name the document and version;
+        each carries the document's filterable metadata), ``rows`` being their vectors in order."""
         import numpy as np
 
         ids: list[str] = []
-        metas: list[dict[str, Any]] = []
+        metas: list[dict[str, Any] | None] = []
         for rec in records:
-            meta = {**rec.filterable, "_lw_doc": rec.id, "_lw_ver": rec.stored_as}
             ids.extend(rec.row_ids())
-            metas.extend([meta] * rec.n_rows)
+            metas.extend([dict(rec.filterable) or None] * rec.n_rows)
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.shape[0] != len(ids):
             raise StoreError(f"{rows.shape[0]} first-stage vectors for {len(ids)} rows")
@@ -341,13 +430,46 @@ class ChromaStore:
                 lambda s=s: self.vectors.upsert(
                     ids=ids[s : s + step],
                     embeddings=rows[s : s + step],
-                    metadatas=metas[s : s + step],  # type: ignore[arg-type]
+                    metadatas=metas[s : s + step] if any(metas[s : s + step]) else None,  # type: ignore[arg-type]
                 ),
                 write=True,
             )
 
     def write_blobs(self, records: Sequence[DocRecord]) -> None:
-        """Store the full multi-vectors of ``records`` (invisible until their records exist)."""
+        """Store the full multi-vectors of ``records`` (invisible until their records exist);
+        sets each record's ``n_chunks``."""
+        if self._blob_floats is None:
+            self._write_base64(records)
+            return
+        import numpy as np
+
+        if not self._blob_floats:  # the collection's first blobs fix its record width
+            sizes = sorted(len(r.blob or b"") for r in records)
+            width = blob_floats(sizes[len(sizes) // 2] if sizes else 0)
+            meta = {**(self.blobs.metadata or {}), BLOB_FLOATS_KEY: width}
+            self.call(lambda: self.blobs.modify(metadata=meta), write=True)
+            self._blob_floats = width
+        width = self._blob_floats
+        ids: list[str] = []
+        packed: list[np.ndarray] = []
+        for rec in records:
+            chunks = pack(rec.blob or b"", width)
+            rec.n_chunks = chunks.shape[0]
+            ids.extend(rec.blob_record_ids())
+            packed.append(chunks)
+        if not ids:
+            return
+        embeddings = np.concatenate(packed)
+        step = max(1, min(self.max_batch, max(64, (8 << 20) // (4 * width))))
+        for s in range(0, len(ids), step):
+            self.call(
+                lambda s=s: self.blobs.upsert(
+                    ids=ids[s : s + step], embeddings=embeddings[s : s + step]
+                ),
+                write=True,
+            )
+
+    def _write_base64(self, records: Sequence[DocRecord]) -> None:
         step = max(1, min(self.max_batch, 256))
         for s in range(0, len(records), step):
             part = records[s : s + step]
@@ -387,7 +509,7 @@ class ChromaStore:
         """Remove the first-stage rows and blobs of (old versions of) documents."""
         for part in _parts([rid for r in records for rid in r.row_ids()], self.max_batch):
             self.vectors.delete(ids=part)
-        for part in _parts([r.blob_id for r in records], self.max_batch):
+        for part in _parts([i for r in records for i in r.blob_record_ids()], self.max_batch):
             self.blobs.delete(ids=part)
 
     def rows_present(self, ids: Sequence[str]) -> set[str]:
@@ -426,25 +548,36 @@ class ChromaStore:
             self.call(lambda p=part: self.vectors.delete(ids=p), write=True)
 
     def remove_orphan_blobs(self) -> int:
-        """Delete stored vectors no document claims (left by a crash); returns how many."""
-        blobs = self.orphan_blobs()
-        for part in _parts(blobs, self.max_batch):
-            self.call(lambda p=part: self.blobs.delete(ids=p))
-        return len(blobs)
+        """Delete stored vectors no document claims (left by a crash); returns how many
+        documents' vectors were removed."""
+        orphans = self._orphans()
+        ids = [rid for rids in orphans.values() for rid in rids]
+        for part in _parts(ids, self.max_batch):
+            self.call(lambda p=part: self.blobs.delete(ids=p), write=True)
+        return len(orphans)
 
     def orphan_blobs(self) -> list[str]:
-        """Ids of stored vectors whose document is missing or has another version."""
+        """Keys (``{doc}#{ver}``) of stored vectors whose document is missing or has another
+        version."""
+        return list(self._orphans())
+
+    def _orphans(self) -> dict[str, list[str]]:
+        """Orphaned blob keys -> the ids of the records holding them."""
         current = {rec.id: rec.stored_as for page in self.scan() for rec in page}
-        found: list[str] = []
+        found: dict[str, list[str]] = {}
+        packed = self._blob_floats is not None
         offset, page_size = 0, 5000
         while True:
             got = self.call(
-                lambda o=offset: self.blobs.get(limit=page_size, offset=o, include=["metadatas"])  # type: ignore[misc, list-item]
+                lambda o=offset: self.blobs.get(limit=page_size, offset=o, include=[])  # type: ignore[misc, list-item]
             )
-            for rid, m in zip(got["ids"], got["metadatas"] or [], strict=True):
-                doc = str((m or {}).get("_lw_doc"))
-                if current.get(doc) is None or rid != f"{doc}#{current[doc]}":
-                    found.append(rid)
+            for rid in got["ids"]:
+                # Packed records are {doc}#{ver}#{j}; base64 ones {doc}#{ver} (versions hold
+                # no '#').
+                key = rid.rpartition("#")[0] if packed else rid
+                doc, _, ver = key.rpartition("#")
+                if current.get(doc) != ver:
+                    found.setdefault(key, []).append(rid)
             if len(got["ids"]) < page_size:
                 return found
             offset += page_size
@@ -504,17 +637,16 @@ class ChromaStore:
                 query_embeddings=embeddings,
                 n_results=n_results,
                 where=_where(where),
-                include=["metadatas", "distances"],  # type: ignore[list-item]
+                include=["distances"],  # type: ignore[list-item]
             )
         except _chroma_errors() as exc:
             raise _filter_error(where, exc) from exc
         out: list[list[RowHit]] = []
-        for metas, dists in zip(got["metadatas"] or [], got["distances"] or [], strict=True):
+        for ids, dists in zip(got["ids"], got["distances"] or [], strict=True):
             out.append(
                 [
-                    RowHit(str(m["_lw_doc"]), str(m["_lw_ver"]), 1.0 - float(d))
-                    for m, d in zip(metas, dists, strict=True)
-                    if m
+                    RowHit(*split_row_id(rid), 1.0 - float(d))
+                    for rid, d in zip(ids, dists, strict=True)
                 ]
             )
         return out

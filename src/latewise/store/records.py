@@ -16,7 +16,15 @@ from typing import Any
 from latewise.errors import StoreError
 from latewise.store.filters import RESERVED_PREFIX
 
-__all__ = ["DocRecord", "RowHit", "blob_id", "decode_record", "encode_record", "row_ids"]
+__all__ = [
+    "DocRecord",
+    "RowHit",
+    "blob_id",
+    "decode_record",
+    "encode_record",
+    "row_ids",
+    "split_row_id",
+]
 
 
 @dataclass
@@ -34,6 +42,7 @@ class DocRecord:
         blob: the encoded multi-vector (see ``latewise.compression``), when read or written.
         filterable: the metadata values Chroma can filter on.
         key: names this write's rows and blob (see :attr:`stored_as`).
+        n_chunks: how many packed records hold its blob (0: one base64 record, the old layout).
     """
 
     id: str
@@ -46,6 +55,7 @@ class DocRecord:
     blob: bytes | None = None
     filterable: dict[str, Any] = field(default_factory=dict)
     key: str = ""
+    n_chunks: int = 0
 
     @property
     def stored_as(self) -> str:
@@ -60,8 +70,15 @@ class DocRecord:
 
     @property
     def blob_id(self) -> str:
-        """The id of this document's blob record."""
+        """The key of this document's blob (``{doc}#{key}``; the record id in the base64
+        layout)."""
         return blob_id(self.id, self.stored_as)
+
+    def blob_record_ids(self) -> list[str]:
+        """The ids of the records holding this document's blob."""
+        if self.n_chunks == 0:
+            return [self.blob_id]
+        return row_ids(self.id, self.stored_as, self.n_chunks)
 
 
 @dataclass(frozen=True)
@@ -81,11 +98,20 @@ def blob_id(doc_id: str, ver: str) -> str:
     return f"{doc_id}#{ver}"
 
 
+def split_row_id(rid: str) -> tuple[str, str]:
+    """``(doc id, key)`` of a record ``{doc}#{key}#{j}`` (keys hold no ``#``)."""
+    head, _, _ = rid.rpartition("#")
+    doc, _, key = head.rpartition("#")
+    return doc, key
+
+
 def encode_record(rec: DocRecord) -> dict[str, Any]:
     meta: dict[str, Any] = dict(rec.filterable)
     meta["_lw_ver"] = rec.ver
     if rec.key:
         meta["_lw_key"] = rec.key
+    if rec.n_chunks:
+        meta["_lw_bc"] = rec.n_chunks
     meta["_lw_n"] = rec.n_vectors
     meta["_lw_rows"] = rec.n_rows
     meta["_lw_meta"] = json.dumps(rec.metadata, sort_keys=True)
@@ -109,6 +135,7 @@ def decode_record(name: str, doc_id: str, meta: Mapping[str, Any], text: str | N
             n_rows=int(meta["_lw_rows"]),
             filterable={k: v for k, v in meta.items() if not k.startswith(RESERVED_PREFIX)},
             key=str(meta.get("_lw_key", "")),
+            n_chunks=int(meta.get("_lw_bc", 0)),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(
