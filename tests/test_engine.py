@@ -391,3 +391,27 @@ def test_two_writers_creating_one_compressed_collection_share_one_codec(
     assert writers[0].codecs.current().codec_id == writers[1].codecs.current().codec_id
     for text in (TEXTS[3], TEXTS[57]):
         assert fresh.search(text, k=1)[0].text == text
+
+
+def test_contains_on_a_string_field_says_what_to_use(
+    chroma_client: Any, collection_name: str
+) -> None:
+    """``$contains`` tests membership of list-valued metadata; on a string field Chroma matches
+    nothing (``$not_contains`` everything) without a word, so latewise refuses it."""
+    from latewise import FilterError
+
+    idx = make(chroma_client, collection_name)
+    idx.add(
+        ["owls hunt at night", "bees make honey"],
+        ids=["owl", "bee"],
+        metadatas=[{"title": "night birds", "tags": ["bird", "night"]}, {"title": "insects"}],
+    )
+    assert [h.id for h in idx.search("hunt", k=2, where={"tags": {"$contains": "bird"}})] == ["owl"]
+    for op in ("$contains", "$not_contains"):
+        with pytest.raises(FilterError, match=r"'title' is a string.*\$eq"):
+            idx.search("hunt", k=2, where={"title": {op: "night"}})
+        with pytest.raises(FilterError, match="'title' is a string"):
+            idx.delete(where={"title": {op: "night"}})
+        with pytest.raises(FilterError, match="'title' is a string"):
+            idx.ids(where={"$or": [{"title": {op: "night"}}, {"tags": {"$contains": "x"}}]})
+    assert len(idx) == 2
