@@ -10,20 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.scripts.index_worker import QUERIES, corpus, open_index
 
 WORKER = Path(__file__).parent / "scripts" / "index_worker.py"
-
-
-@pytest.fixture(params=["embedded", "server"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "embedded":
-        return str(tmp_path / "db")
-    request.applymarker(pytest.mark.server)
-    host, port = request.getfixturevalue("chroma_server")
-    return f"{host}:{port}"
 
 
 def run_worker(*args: str) -> subprocess.Popen[str]:
@@ -43,7 +32,7 @@ def assert_no_partial_documents(index: Any) -> None:
     assert len(ids) == len(index) == len(set(ids))
     records = index.store.get(ids, with_blob=True)
     wanted = [rid for rec in records.values() for rid in rec.row_ids()]
-    assert index.store.rows_present(wanted) == set(wanted)
+    assert set(wanted) <= index.store.row_ids_stored()
     for rec in index.get(ids, include_vectors=True):
         assert rec.vectors.shape[0] == rec.n_vectors
     for q in QUERIES:

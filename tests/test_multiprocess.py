@@ -40,15 +40,6 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, int]:
     return result
 
 
-@pytest.fixture(params=["embedded", "server"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "embedded":
-        return str(tmp_path / "db")
-    request.applymarker(pytest.mark.server)
-    host, port = request.getfixturevalue("chroma_server")
-    return f"{host}:{port}"
-
-
 def test_processes_adding_and_searching_at_once_lose_nothing(
     target: str, collection_name: str, tmp_path: Path
 ) -> None:

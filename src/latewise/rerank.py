@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from latewise.errors import InvalidInputError, InvalidInputTypeError
+from latewise.errors import InvalidInputTypeError, check_positive
 
 if TYPE_CHECKING:
     from latewise.encoders import Encoder
@@ -57,8 +57,8 @@ def rerank(
         InvalidInputError, InvalidInputTypeError: a bad ``top_n``, or bad candidates (with their
             positions).
     """
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
-        raise InvalidInputError(f"top_n must be a positive integer or None, got {top_n!r}")
+    if top_n is not None:
+        check_positive("top_n", top_n)
     if not isinstance(query, str):
         raise InvalidInputTypeError(f"query must be a string, got {type(query).__name__}")
     if len(candidates) == 0:

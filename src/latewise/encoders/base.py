@@ -19,6 +19,7 @@ from latewise.errors import (
     EmptyInputError,
     ImageLoadError,
     InvalidInputTypeError,
+    check_positive,
 )
 
 if TYPE_CHECKING:
@@ -203,8 +204,7 @@ class Encoder(ABC):
         torch_dtype: torch.dtype | str | None = None,
         compute_dtype: torch.dtype | str | None = None,
     ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive("batch_size", batch_size)
         self.model_name_or_path = str(model_name_or_path)
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar

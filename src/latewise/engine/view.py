@@ -60,7 +60,6 @@ class CorpusView:
         self.position: int | None = None
         self.records: dict[str, DocRecord] = {}
         self.protos: PrototypeTable | None = None
-        self.scanning = True
         self._rows: ResidentRows | None = None
         #: After reading this many bytes of stored vectors, or the records of this many
         #: documents, freed temporaries are handed back to the operating system.
@@ -88,8 +87,7 @@ class CorpusView:
             first_load = self.position is None or self.protos is None
             self.records.update({rec.id: rec for rec in changed})
             dim = self.codec().dim
-            self.scanning = self.scans(sum(rec.n_rows for rec in self.records.values()), dim)
-            if self.scanning:
+            if self.scans(sum(rec.n_rows for rec in self.records.values()), dim):
                 if self.protos is None:
                     from latewise.scoring.int8 import PrototypeTable
 
@@ -106,7 +104,7 @@ class CorpusView:
                 len(self.records),
                 len(changed),
                 len(gone),
-                "in-memory" if self.scanning else "HNSW",
+                "in-memory" if self.protos is not None else "HNSW",
             )
 
     def scans(self, rows: int, dim: int) -> bool:

@@ -512,13 +512,6 @@ class ChromaStore:
         for part in _parts([i for r in records for i in r.blob_record_ids()], self.max_batch):
             self.blobs.delete(ids=part)
 
-    def rows_present(self, ids: Sequence[str]) -> set[str]:
-        """Which of the first-stage row ``ids`` exist."""
-        found: set[str] = set()
-        for part in _parts(list(ids), self.max_batch):
-            found.update(self.vectors.get(ids=part, include=[])["ids"])
-        return found
-
     def row_ids_stored(self, page_size: int = 5000) -> set[str]:
         """Every first-stage row id (raises :class:`StoreError` if the collection is damaged)."""
         found: set[str] = set()
