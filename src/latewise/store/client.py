@@ -279,6 +279,8 @@ class _Folder:
         return self.client
 
 
+#: The file Chroma creates in an embedded folder when it is first opened.
+_DATABASE_FILE = "chroma.sqlite3"
 _folders: dict[Path, _Folder] = {}
 _folders_guard = threading.Lock()
 
@@ -313,6 +315,8 @@ class _Guarded:
         from chromadb.errors import InternalError
 
         lock = self._state.lock
+        if reads and not (lock.folder / _DATABASE_FILE).exists():
+            reads = False  # opening a new folder creates Chroma's database: a write
         with lock.read(self._timeout) if reads else lock.write(self._timeout):
             if not reads:
                 lock.mark_written()
