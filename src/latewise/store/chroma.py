@@ -15,14 +15,9 @@ collections:
     metadata, indexed by Chroma's HNSW.
 ``NAME__lw_blobs``
     The document's full multi-vector (float16 or residual codes), written once, never changed,
-    read for exact scoring: packed 30 bits to a float (:mod:`latewise.store.packing`) into the
-    embeddings of records ``{doc}#{key}#{j}``, ``j < _lw_bc`` of the document record, all of one
-    width chosen at the collection's first write (the collection's metadata ``lw_blob_floats``)
-    and kept out of the way by a minimal HNSW graph. Embeddings are Chroma's one store that keeps
-    bytes once: a metadata string is stored twice (its row and SQLite's index of string values),
-    and as base64 a third larger. Collections written by latewise 0.x before this layout (no
-    ``lw_blobs`` key in that metadata) keep one record ``{doc}#{ver}`` per document with the
-    blob as base64 metadata ``_lw_mv``, and are read and written that way.
+    read for exact scoring: packed into the embeddings of a few records per document, or in
+    collections written by latewise 0.x one base64 record per document (see
+    :mod:`latewise.store.blobs`).
 ``NAME__lw_meta``
     Binary state too large for collection metadata (the compression codec, chunked).
 ``NAME__lw_log``
@@ -39,17 +34,15 @@ This module knows Chroma and bytes, never models or tensors.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from latewise.errors import FilterError, InvalidInputError, StoreError
+from latewise.store.blobs import BLOBS_HNSW, NEW_LAYOUT, BlobRows, batches
 from latewise.store.filters import RESERVED_PREFIX
-from latewise.store.packing import pack, unpack
 from latewise.store.records import (
     DocRecord,
     RowHit,
@@ -84,25 +77,10 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 _MAX_NAME = 512 - max(len(s) for s in _SUFFIXES)
 #: Records that are only looked up by id get a constant one-dimensional embedding.
 _ONE: list[float] = [1.0]
-#: The blobs collection's metadata: its layout, and the width of its packed records.
-BLOB_LAYOUT_KEY = "lw_blobs"
-BLOB_FLOATS_KEY = "lw_blob_floats"
-_PACKED = "packed-30"
-#: Chroma's per-record cost (ids, SQLite rows and index entries, HNSW links), in bytes: the blob
-#: record width balances it against the padding of each document's last record.
-_RECORD_BYTES = 250
 #: Chroma settings of collections that are only read by id: Chroma keeps every write in its log
 #: (``embeddings_queue``) until ``sync_threshold`` records are indexed, so a low threshold keeps
-#: that copy small; the blobs' HNSW graph is never searched, so it is as small as Chroma allows.
+#: that copy small.
 _BY_ID = {"space": "ip", "sync_threshold": 100, "batch_size": 100}
-_BLOBS = {
-    "space": "ip",
-    "max_neighbors": 2,
-    "ef_construction": 2,
-    "ef_search": 2,
-    "sync_threshold": 1000,
-    "batch_size": 1000,
-}
 
 
 def validate_collection_name(name: str) -> str:
@@ -119,14 +97,6 @@ def validate_collection_name(name: str) -> str:
             "digits, '.', '_' and '-', starting and ending with a letter or digit"
         )
     return name
-
-
-def blob_floats(blob_bytes: float) -> int:
-    """The packed record width (floats, a multiple of 64) for blobs of about ``blob_bytes``:
-    ``sqrt(2 * record cost * size)`` bytes balances the padding of a document's last record
-    (half a record on average) against the cost of each record."""
-    width = math.sqrt(2 * _RECORD_BYTES * max(1.0, blob_bytes)) * 8 / 30
-    return int(min(8192, max(64, math.ceil(width / 64) * 64)))
 
 
 def _chroma_errors() -> tuple[type[BaseException], ...]:
@@ -150,9 +120,8 @@ class ChromaStore:
         self._hnsw = dict(hnsw)
         self._cols: dict[str, Collection] = {}
         self._max_batch: int | None = None
-        #: The blobs collection's layout: packed record width, 0 before its first write,
-        #: ``None`` for the old base64 layout.
-        self._blob_floats: int | None = 0
+        #: The documents' stored vectors (see :mod:`latewise.store.blobs`).
+        self.blob_rows = BlobRows(self)
 
     # -- collections ----------------------------------------------------------------------
 
@@ -166,7 +135,7 @@ class ChromaStore:
         configs: dict[str, Any] = {
             "": {"hnsw": dict(_BY_ID)},
             VECTORS_SUFFIX: {"hnsw": {"space": "ip", **self._hnsw}},
-            BLOBS_SUFFIX: {"hnsw": dict(_BLOBS)},
+            BLOBS_SUFFIX: {"hnsw": dict(BLOBS_HNSW)},
             META_SUFFIX: {"hnsw": dict(_BY_ID)},
             LOG_SUFFIX: {"hnsw": dict(_BY_ID)},
         }
@@ -180,16 +149,12 @@ class ChromaStore:
                         name,
                         embedding_function=None,
                         configuration=configuration,
-                        metadata={BLOB_LAYOUT_KEY: _PACKED} if suffix == BLOBS_SUFFIX else None,
+                        metadata=dict(NEW_LAYOUT) if suffix == BLOBS_SUFFIX else None,
                     )
                 else:
                     col = self.client.get_collection(name, embedding_function=None)
                 self._cols[suffix] = col
-            layout = self.blobs.metadata or {}
-            if layout.get(BLOB_LAYOUT_KEY) != _PACKED:
-                self._blob_floats = None  # written before the packed layout: base64 records
-            else:
-                self._blob_floats = int(layout.get(BLOB_FLOATS_KEY, 0))
+            self.blob_rows.read_layout(self.blobs.metadata)
         except _chroma_errors() as exc:
             raise StoreError(
                 f"cannot open collection {self.name!r} in Chroma ({exc}); it may have been "
@@ -270,7 +235,7 @@ class ChromaStore:
     def get(self, ids: Sequence[str], *, with_blob: bool = False) -> dict[str, DocRecord]:
         """The stored documents among ``ids`` (missing ones are absent from the result)."""
         out: dict[str, DocRecord] = {}
-        for part in _parts(list(dict.fromkeys(ids)), self.max_batch):
+        for part in batches(list(dict.fromkeys(ids)), self.max_batch):
             got = self.call(
                 lambda p=part: self.docs.get(ids=p, include=["metadatas", "documents"])  # type: ignore[misc, list-item]
             )
@@ -309,82 +274,50 @@ class ChromaStore:
 
     def get_blobs(self, records: Sequence[DocRecord]) -> dict[str, bytes]:
         """The blobs of ``records`` by their keys (``{doc}#{ver}``); missing ones are absent."""
-        packed = [r for r in records if r.n_chunks]
-        out = self._get_packed(packed) if packed else {}
-        legacy = [r.blob_id for r in records if not r.n_chunks]
-        if legacy:
-            out.update(self._get_base64(legacy))
-        return out
-
-    def _get_packed(self, records: Sequence[DocRecord]) -> dict[str, bytes]:
-        import numpy as np
-
-        chunks: dict[str, np.ndarray] = {}
-        ids = list(dict.fromkeys(rid for r in records for rid in r.blob_record_ids()))
-        step = max(1, min(self.max_batch, 1000))
-        for part in _parts(ids, step):
-            got = self.call(lambda p=part: self.blobs.get(ids=p, include=["embeddings"]))  # type: ignore[misc, list-item]
-            embs = got["embeddings"]
-            if embs is None or len(embs) != len(got["ids"]):
-                continue
-            chunks.update(zip(got["ids"], np.asarray(embs, dtype=np.float32), strict=True))
-        out: dict[str, bytes] = {}
-        for rec in records:
-            parts = [chunks.get(rid) for rid in rec.blob_record_ids()]
-            if any(p is None for p in parts):
-                continue  # reported by the caller as missing
-            try:
-                out[rec.blob_id] = unpack(np.stack(parts))  # type: ignore[arg-type]
-            except ValueError as exc:
-                raise StoreError(
-                    f"the stored vectors of document {rec.id!r} in collection {self.name!r} "
-                    f"are damaged ({exc}); re-add the document with upsert()"
-                ) from exc
-        return out
-
-    def _get_base64(self, keys: Sequence[str]) -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
-        step = max(1, min(self.max_batch, 500))
-        for part in _parts(list(dict.fromkeys(keys)), step):
-            got = self.call(lambda p=part: self.blobs.get(ids=p, include=["metadatas"]))  # type: ignore[misc, list-item]
-            for key, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
-                try:
-                    out[key] = base64.b64decode(str((meta or {})["_lw_mv"]), validate=True)
-                except (KeyError, ValueError) as exc:
-                    raise StoreError(
-                        f"the stored vectors {key!r} in collection {self.name!r} are damaged; "
-                        "re-add the document with upsert()"
-                    ) from exc
-        return out
+        return self.blob_rows.get(records)
 
     def call(self, fn: Any, *, write: bool = False) -> Any:
         """Run a Chroma call; its errors become :class:`StoreError`."""
         try:
             return fn()
         except _chroma_errors() as exc:
-            what = "write to" if write else "read of"
-            raise StoreError(
-                f"Chroma refused a {what} collection {self.name!r}: {exc}. If the collection is "
-                "damaged, `index.repair()` (or `latewise repair`) rebuilds what can be derived"
-            ) from exc
+            raise self._refused(exc, write=write) from exc
+
+    def _refused(self, exc: BaseException, *, write: bool) -> StoreError:
+        what = "write to" if write else "read of"
+        return StoreError(
+            f"Chroma refused a {what} collection {self.name!r}: {exc}. If the collection is "
+            "damaged, `index.repair()` (or `latewise repair`) rebuilds what can be derived"
+        )
+
+    def _read_error(self, exc: BaseException, where: Mapping[str, Any] | None) -> Exception:
+        if where:
+            return FilterError(f"Chroma rejected the filter {dict(where)!r}: {exc}")
+        return self._refused(exc, write=False)
 
     def _pages(
-        self, *, where: Mapping[str, Any] | None, include: list[str], page_size: int = 5000
+        self,
+        col: Collection | None = None,
+        *,
+        include: list[str],
+        where: Mapping[str, Any] | None = None,
+        page_size: int = 5000,
     ) -> Iterator[Any]:
+        """Chroma ``get`` results of a collection (the documents by default), a page at a time."""
+        col = self.docs if col is None else col
         offset = 0
         while True:
             try:
-                got = self.docs.get(
+                got = col.get(
                     where=_where(where),
                     limit=page_size,
                     offset=offset,
                     include=include,  # type: ignore[arg-type]
                 )
             except _chroma_errors() as exc:
-                raise _filter_error(where, exc) from exc
-            if not got["ids"]:
-                return
-            yield got
+                raise self._read_error(exc, where) from exc
+            if got["ids"]:
+                yield got
             if len(got["ids"]) < page_size:
                 return
             offset += page_size
@@ -438,52 +371,7 @@ class ChromaStore:
     def write_blobs(self, records: Sequence[DocRecord]) -> None:
         """Store the full multi-vectors of ``records`` (invisible until their records exist);
         sets each record's ``n_chunks``."""
-        if self._blob_floats is None:
-            self._write_base64(records)
-            return
-        import numpy as np
-
-        if not self._blob_floats:  # the collection's first blobs fix its record width
-            sizes = sorted(len(r.blob or b"") for r in records)
-            width = blob_floats(sizes[len(sizes) // 2] if sizes else 0)
-            meta = {**(self.blobs.metadata or {}), BLOB_FLOATS_KEY: width}
-            self.call(lambda: self.blobs.modify(metadata=meta), write=True)
-            self._blob_floats = width
-        width = self._blob_floats
-        ids: list[str] = []
-        packed: list[np.ndarray] = []
-        for rec in records:
-            chunks = pack(rec.blob or b"", width)
-            rec.n_chunks = chunks.shape[0]
-            ids.extend(rec.blob_record_ids())
-            packed.append(chunks)
-        if not ids:
-            return
-        embeddings = np.concatenate(packed)
-        step = max(1, min(self.max_batch, max(64, (8 << 20) // (4 * width))))
-        for s in range(0, len(ids), step):
-            self.call(
-                lambda s=s: self.blobs.upsert(
-                    ids=ids[s : s + step], embeddings=embeddings[s : s + step]
-                ),
-                write=True,
-            )
-
-    def _write_base64(self, records: Sequence[DocRecord]) -> None:
-        step = max(1, min(self.max_batch, 256))
-        for s in range(0, len(records), step):
-            part = records[s : s + step]
-            self.call(
-                lambda part=part: self.blobs.upsert(
-                    ids=[r.blob_id for r in part],
-                    embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
-                    metadatas=[
-                        {"_lw_doc": r.id, "_lw_mv": base64.b64encode(r.blob or b"").decode("ascii")}
-                        for r in part
-                    ],
-                ),
-                write=True,
-            )
+        self.blob_rows.write(records)
 
     def write_docs(self, records: Sequence[DocRecord]) -> None:
         """Store document records; each document becomes visible as its record lands."""
@@ -502,28 +390,20 @@ class ChromaStore:
 
     def delete_docs(self, ids: Sequence[str]) -> None:
         """Remove document records (they stop existing at once)."""
-        for part in _parts(list(ids), self.max_batch):
+        for part in batches(list(ids), self.max_batch):
             self.docs.delete(ids=part)
 
     def delete_rows(self, records: Sequence[DocRecord]) -> None:
         """Remove the first-stage rows and blobs of (old versions of) documents."""
-        for part in _parts([rid for r in records for rid in r.row_ids()], self.max_batch):
+        for part in batches([rid for r in records for rid in r.row_ids()], self.max_batch):
             self.vectors.delete(ids=part)
-        for part in _parts([i for r in records for i in r.blob_record_ids()], self.max_batch):
+        for part in batches([i for r in records for i in r.blob_record_ids()], self.max_batch):
             self.blobs.delete(ids=part)
 
     def row_ids_stored(self, page_size: int = 5000) -> set[str]:
         """Every first-stage row id (raises :class:`StoreError` if the collection is damaged)."""
-        found: set[str] = set()
-        offset = 0
-        while True:
-            got = self.call(
-                lambda o=offset: self.vectors.get(limit=page_size, offset=o, include=[])  # type: ignore[misc, list-item]
-            )
-            found.update(got["ids"])
-            if len(got["ids"]) < page_size:
-                return found
-            offset += page_size
+        pages = self._pages(self.vectors, include=[], page_size=page_size)
+        return {rid for got in pages for rid in got["ids"]}
 
     def check_rows(self) -> None:
         """Read every first-stage vector and query the index once (raises :class:`StoreError`
@@ -537,7 +417,7 @@ class ChromaStore:
 
     def delete_rows_by_id(self, ids: Sequence[str]) -> None:
         """Remove first-stage rows by their record ids."""
-        for part in _parts(list(ids), self.max_batch):
+        for part in batches(list(ids), self.max_batch):
             self.call(lambda p=part: self.vectors.delete(ids=p), write=True)
 
     def remove_orphan_blobs(self) -> int:
@@ -545,7 +425,7 @@ class ChromaStore:
         documents' vectors were removed."""
         orphans = self._orphans()
         ids = [rid for rids in orphans.values() for rid in rids]
-        for part in _parts(ids, self.max_batch):
+        for part in batches(ids, self.max_batch):
             self.call(lambda p=part: self.blobs.delete(ids=p), write=True)
         return len(orphans)
 
@@ -558,22 +438,13 @@ class ChromaStore:
         """Orphaned blob keys -> the ids of the records holding them."""
         current = {rec.id: rec.stored_as for page in self.scan() for rec in page}
         found: dict[str, list[str]] = {}
-        packed = self._blob_floats is not None
-        offset, page_size = 0, 5000
-        while True:
-            got = self.call(
-                lambda o=offset: self.blobs.get(limit=page_size, offset=o, include=[])  # type: ignore[misc, list-item]
-            )
+        for got in self._pages(self.blobs, include=[]):
             for rid in got["ids"]:
-                # Packed records are {doc}#{ver}#{j}; base64 ones {doc}#{ver} (versions hold
-                # no '#').
-                key = rid.rpartition("#")[0] if packed else rid
+                key = self.blob_rows.key_of(rid)
                 doc, _, ver = key.rpartition("#")
                 if current.get(doc) != ver:
                     found.setdefault(key, []).append(rid)
-            if len(got["ids"]) < page_size:
-                return found
-            offset += page_size
+        return found
 
     def reset_rows(self, hnsw: Mapping[str, Any]) -> None:
         """Delete the first-stage collection (damaged or not) and create it empty."""
@@ -604,22 +475,13 @@ class ChromaStore:
         import numpy as np
 
         if ids is not None:
-            for part in _parts(list(ids), self.max_batch):
+            for part in batches(list(ids), self.max_batch):
                 got = self.call(lambda p=part: self.vectors.get(ids=p, include=["embeddings"]))  # type: ignore[misc, list-item]
                 if got["ids"]:
                     yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32)
             return
-        offset = 0
-        while True:
-            got = self.call(
-                lambda o=offset: self.vectors.get(limit=page_size, offset=o, include=["embeddings"])  # type: ignore[misc, list-item]
-            )
-            if not got["ids"]:
-                return
+        for got in self._pages(self.vectors, include=["embeddings"], page_size=page_size):
             yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32)
-            if len(got["ids"]) < page_size:
-                return
-            offset += page_size
 
     def query_rows(
         self, embeddings: np.ndarray, n_results: int, where: Mapping[str, Any] | None
@@ -633,7 +495,7 @@ class ChromaStore:
                 include=["distances"],  # type: ignore[list-item]
             )
         except _chroma_errors() as exc:
-            raise _filter_error(where, exc) from exc
+            raise self._read_error(exc, where) from exc
         out: list[list[RowHit]] = []
         for ids, dists in zip(got["ids"], got["distances"] or [], strict=True):
             out.append(
@@ -665,16 +527,5 @@ def list_latewise_collections(client: ClientAPI) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
-def _parts(items: list[str], size: int) -> Iterator[list[str]]:
-    for s in range(0, len(items), size):
-        yield items[s : s + size]
-
-
 def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(where) if where else None
-
-
-def _filter_error(where: Mapping[str, Any] | None, exc: BaseException) -> Exception:
-    if where:
-        return FilterError(f"Chroma rejected the filter {dict(where)!r}: {exc}")
-    return StoreError(f"Chroma query failed: {exc}")
