@@ -6,11 +6,11 @@ them is first used.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from latewise.__about__ import __version__
+from latewise._lazy import lazy_exports
 from latewise.errors import (
     CheckpointError,
     ConcurrentWriteError,
@@ -92,15 +92,4 @@ __all__ = [
     "top_k",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'latewise' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

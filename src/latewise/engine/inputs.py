@@ -29,7 +29,7 @@ from latewise.types import PageRef
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Prepared", "page_json", "prepare_inputs"]
+__all__ = ["Prepared", "check_ids", "check_queries", "page_json", "prepare_inputs"]
 
 
 @dataclass
@@ -251,3 +251,26 @@ def page_json(page: PageRef | None) -> dict[str, Any] | None:
         "height": page.height,
         "image_path": page.image_path,
     }
+
+
+def check_ids(ids: Iterable[str], *, unique: bool = False) -> list[str]:
+    """``ids`` as a list: a single string is refused; with ``unique``, repeats are dropped and
+    any id that is not a string is refused, naming its position."""
+    if isinstance(ids, str):
+        raise InvalidInputTypeError("ids must be a list of strings, got a single string")
+    if not unique:
+        return list(ids)
+    out = list(dict.fromkeys(ids))
+    wrong = [i for i, x in enumerate(out) if not isinstance(x, str)]
+    if wrong:
+        raise InvalidInputTypeError(f"ids must be strings; positions {wrong[:10]} are not", wrong)
+    return out
+
+
+def check_queries(queries: Sequence[torch.Tensor], dim: int, name: str) -> None:
+    """Encoded queries must be ``[n, dim]`` tensors (``name``: the collection, for the error)."""
+    for i, q in enumerate(queries):
+        if q.dim() != 2 or q.shape[1] != dim:
+            raise DimensionMismatchError(
+                f"query {i} has shape {tuple(q.shape)}; collection {name!r} needs [n, {dim}]"
+            )

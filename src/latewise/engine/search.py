@@ -48,6 +48,26 @@ class Searcher:
         )
         return check_filter(where, pairs)
 
+    def select(self, ids: Sequence[str] | None, where: Mapping[str, Any] | None) -> list[str]:
+        """``ids`` (every document when ``None``) that match ``where``, in order."""
+        if where is None:
+            return list(ids or [])
+        matching = self.store.ids(self.filter(where))
+        if ids is None:
+            return matching
+        keep = set(matching)
+        return [i for i in ids if i in keep]
+
+    def stats(self, dim: int) -> dict[str, Any]:
+        """Documents, first-stage rows, memory held and which first stage runs."""
+        rows = self.store.row_count()
+        return {
+            "documents": self.store.count(),
+            "rows": rows,
+            **self.view.memory(),
+            "first_stage": "in-memory prototypes" if self.view.scans(rows, dim) else "Chroma HNSW",
+        }
+
     def search(
         self,
         queries: Sequence[torch.Tensor],

@@ -15,15 +15,8 @@ from __future__ import annotations
 
 from latewise.ingest.chunking import TextChunk, TokenChunker
 from latewise.ingest.files import IngestRecord, iter_files
-from latewise.ingest.pages import (
-    DEFAULT_DPI,
-    PageRecord,
-    PageRenderer,
-    iter_pages,
-    load_page_image,
-    page_image_path,
-    render_page,
-)
+from latewise.ingest.pages import iter_pages, load_page_image, render_page
+from latewise.ingest.rendering import DEFAULT_DPI, PageRecord, PageRenderer, page_image_path
 from latewise.ingest.sources import (
     IMAGE_SUFFIXES,
     PDF_SUFFIXES,

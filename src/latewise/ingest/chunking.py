@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from latewise.errors import InvalidInputError, InvalidInputTypeError
+from latewise.errors import InvalidInputError, InvalidInputTypeError, check_list
 
 logger = logging.getLogger(__name__)
 
@@ -231,15 +231,7 @@ class TokenChunker:
             InvalidInputTypeError: ``texts`` is not a list of strings (the message names the
                 positions at fault).
         """
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise InvalidInputTypeError(
-                f"texts must be a list of strings, got {type(texts).__name__}"
-            )
-        wrong = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if wrong:
-            raise InvalidInputTypeError(
-                f"texts must all be strings; wrong type at positions {wrong[:10]}", wrong
-            )
+        texts = check_list(texts, str, "texts", "strings")
         encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
         return [
             self._split(text, enc.offsets) if text.strip() else []

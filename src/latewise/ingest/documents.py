@@ -25,7 +25,7 @@ from typing import Any, Literal
 from latewise.errors import FileIngestError, InvalidInputError
 from latewise.ingest.chunking import TokenChunker
 from latewise.ingest.conventions import chunk_id, file_metadata, page_id, page_metadata
-from latewise.ingest.pages import DEFAULT_DPI, PageRenderer
+from latewise.ingest.rendering import DEFAULT_DPI, PageRenderer
 from latewise.ingest.sources import (
     IMAGE_SUFFIXES,
     PDF_SUFFIXES,

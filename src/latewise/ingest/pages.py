@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING, TypeVar
 from latewise.errors import FileIngestError, InvalidInputError
 from latewise.ingest.rendering import (
     DEFAULT_DPI,
-    DEFAULT_PAGE_BATCH_SIZE,
     ImageFormat,
     PageOptions,
     PageRecord,
     PageRenderer,
     load_cached,
-    page_image_path,
     save_atomic,
     to_rgb,
 )
@@ -46,19 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_DPI",
-    "DEFAULT_PAGE_BATCH_SIZE",
-    "ImageFormat",
-    "PageOptions",
-    "PageRecord",
-    "PageRenderer",
-    "iter_pages",
-    "load_page_image",
-    "page_image_path",
-    "render_page",
-    "stream_records",
-]
+__all__ = ["iter_pages", "load_page_image", "render_page", "stream_records"]
 
 _R = TypeVar("_R")
 

@@ -8,8 +8,9 @@ Names load on first use, so ``latewise.store.client`` imports without the layout
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from latewise._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from latewise.store.chroma import (
@@ -39,15 +40,4 @@ _HOMES = {
     "make_client": "latewise.store.client",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)

@@ -173,29 +173,17 @@ class BlobRows:
             packed.append(chunks)
         if not ids:
             return
-        embeddings = np.concatenate(packed)
         step = max(1, min(store.max_batch, max(64, (8 << 20) // (4 * width))))
-        for s in range(0, len(ids), step):
-            store.call(
-                lambda s=s: store.blobs.upsert(
-                    ids=ids[s : s + step], embeddings=embeddings[s : s + step]
-                ),
-                write=True,
-            )
+        store.upsert(store.blobs, ids, step, embeddings=np.concatenate(packed))
 
     def _write_base64(self, records: Sequence[DocRecord]) -> None:
-        store = self.store
-        step = max(1, min(store.max_batch, 256))
-        for s in range(0, len(records), step):
-            part = records[s : s + step]
-            store.call(
-                lambda part=part: store.blobs.upsert(
-                    ids=[r.blob_id for r in part],
-                    embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
-                    metadatas=[
-                        {"_lw_doc": r.id, "_lw_mv": base64.b64encode(r.blob or b"").decode("ascii")}
-                        for r in part
-                    ],
-                ),
-                write=True,
-            )
+        self.store.upsert(
+            self.store.blobs,
+            [r.blob_id for r in records],
+            max(1, min(self.store.max_batch, 256)),
+            embeddings=[_ONE] * len(records),
+            metadatas=[
+                {"_lw_doc": r.id, "_lw_mv": base64.b64encode(r.blob or b"").decode("ascii")}
+                for r in records
+            ],
+        )

@@ -357,16 +357,7 @@ class ChromaStore:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.shape[0] != len(ids):
             raise StoreError(f"{rows.shape[0]} first-stage vectors for {len(ids)} rows")
-        step = self.max_batch
-        for s in range(0, len(ids), step):
-            self.call(
-                lambda s=s: self.vectors.upsert(
-                    ids=ids[s : s + step],
-                    embeddings=rows[s : s + step],
-                    metadatas=metas[s : s + step] if any(metas[s : s + step]) else None,  # type: ignore[arg-type]
-                ),
-                write=True,
-            )
+        self.upsert(self.vectors, ids, self.max_batch, embeddings=rows, metadatas=metas)
 
     def write_blobs(self, records: Sequence[DocRecord]) -> None:
         """Store the full multi-vectors of ``records`` (invisible until their records exist);
@@ -375,18 +366,27 @@ class ChromaStore:
 
     def write_docs(self, records: Sequence[DocRecord]) -> None:
         """Store document records; each document becomes visible as its record lands."""
-        step = max(1, min(self.max_batch, 1000))
-        for s in range(0, len(records), step):
-            part = records[s : s + step]
-            self.call(
-                lambda part=part: self.docs.upsert(
-                    ids=[r.id for r in part],
-                    embeddings=[_ONE] * len(part),  # type: ignore[arg-type]
-                    documents=[r.text if r.text is not None else "" for r in part],
-                    metadatas=[encode_record(r) for r in part],  # type: ignore[misc]
-                ),
-                write=True,
-            )
+        self.upsert(
+            self.docs,
+            [r.id for r in records],
+            max(1, min(self.max_batch, 1000)),
+            embeddings=[_ONE] * len(records),
+            documents=[r.text if r.text is not None else "" for r in records],
+            metadatas=[encode_record(r) for r in records],
+        )
+
+    def upsert(self, col: Collection, ids: list[str], step: int, **columns: Any) -> None:
+        """Upsert records ``ids`` into ``col``, ``step`` at a time; each column (a list or an
+        array, one entry per id) is sliced alike, and left out of a batch where all its entries
+        are ``None``."""
+        for s in range(0, len(ids), step):
+            part = {k: v[s : s + step] for k, v in columns.items()}
+            part = {
+                k: v
+                for k, v in part.items()
+                if not isinstance(v, list) or any(x is not None for x in v)
+            }
+            self.call(lambda s=s, part=part: col.upsert(ids=ids[s : s + step], **part), write=True)
 
     def delete_docs(self, ids: Sequence[str]) -> None:
         """Remove document records (they stop existing at once)."""

@@ -39,6 +39,7 @@ __all__ = [
     "embedded_folder",
     "guard_client",
     "make_client",
+    "open_client",
 ]
 
 #: The embedded database's folder when neither a path, a server nor ``ephemeral`` is given.
@@ -459,3 +460,25 @@ def guard_client(client: ClientAPI, lock_timeout: float = 60.0) -> ClientAPI:
     if folder is None:
         return client
     return cast("ClientAPI", EmbeddedClient(folder, lock_timeout))
+
+
+def open_client(
+    client: ClientAPI | None, path: Path | None, *, ephemeral: bool, lock_timeout: float
+) -> tuple[ClientAPI, Any]:
+    """The client an index works through, and what each of its writes holds.
+
+    The client is ``client`` made safe to share (:func:`guard_client`), or a new one of ``path``
+    (in memory with ``ephemeral``); on an embedded folder every write holds the folder's
+    :class:`~latewise.store.lock.WriteLock` (a context manager factory), elsewhere nothing.
+    """
+    from contextlib import nullcontext
+
+    from latewise.store.lock import WriteLock
+
+    made = (
+        guard_client(client, lock_timeout)
+        if client is not None
+        else make_client(path, ephemeral=ephemeral, lock_timeout=lock_timeout)
+    )
+    folder = embedded_folder(made)
+    return made, WriteLock(folder, lock_timeout) if folder else nullcontext

@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from latewise.errors import InvalidInputError, InvalidInputTypeError
+from latewise.errors import InvalidInputError, InvalidInputTypeError, check_list
 from latewise.types import PageRef
 
 logger = logging.getLogger(__name__)
@@ -137,13 +137,4 @@ def index_items(
 
 def check_documents(documents: object, what: str = "documents") -> list[Document]:
     """Check that ``documents`` is a list of ``Document`` objects; name the bad positions."""
-    if isinstance(documents, Document) or not isinstance(documents, Sequence):
-        raise InvalidInputTypeError(
-            f"{what} must be a list of Document objects, got {type(documents).__name__}"
-        )
-    wrong = [i for i, d in enumerate(documents) if not isinstance(d, Document)]
-    if wrong:
-        raise InvalidInputTypeError(
-            f"{what} must all be Document objects; positions {wrong[:10]} are not", wrong
-        )
-    return list(documents)
+    return check_list(documents, Document, what, "Document objects")

@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 
 from latewise.ingest import DEFAULT_DPI, IngestReport, iter_pages
 from latewise.ingest.conventions import page_id, page_image_dir
-from latewise.ingest.pages import DEFAULT_PAGE_BATCH_SIZE
+from latewise.ingest.rendering import DEFAULT_PAGE_BATCH_SIZE
 from latewise.ingest.sources import ErrorMode, validate_error_mode
 from latewise.integrations.langchain._documents import page_content_for, page_metadata
 from latewise.store.client import DEFAULT_PATH

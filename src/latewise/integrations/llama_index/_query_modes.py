@@ -12,7 +12,7 @@ from typing import Any
 
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
 
-from latewise.errors import InvalidInputError, check_positive
+from latewise.errors import InvalidInputError, check_fraction, check_positive
 
 __all__ = ["MODES", "check_mode", "check_top_k", "mmr_args"]
 
@@ -65,16 +65,10 @@ def mmr_args(kwargs: dict[str, Any], k: int) -> tuple[int, float]:
     if unknown:
         raise InvalidInputError(f"unknown vector_store_kwargs {unknown}; use {sorted(_MMR_KEYS)}")
     threshold = kwargs.get("mmr_threshold")
-    lambda_mult = 0.5 if threshold is None else threshold
-    if (
-        not isinstance(lambda_mult, int | float)
-        or isinstance(lambda_mult, bool)
-        or not 0 <= lambda_mult <= 1
-    ):
-        raise InvalidInputError(f"mmr_threshold must be a number in [0, 1], got {threshold!r}")
+    lambda_mult = check_fraction("mmr_threshold", 0.5 if threshold is None else threshold)
     if kwargs.get("mmr_prefetch_k") is not None:
-        return check_positive("mmr_prefetch_k", kwargs["mmr_prefetch_k"]), float(lambda_mult)
+        return check_positive("mmr_prefetch_k", kwargs["mmr_prefetch_k"]), lambda_mult
     factor = kwargs.get("mmr_prefetch_factor", _MMR_PREFETCH_FACTOR)
     if not isinstance(factor, int | float) or isinstance(factor, bool) or factor < 1:
         raise InvalidInputError(f"mmr_prefetch_factor must be a number >= 1, got {factor!r}")
-    return max(k, math.ceil(k * factor)), float(lambda_mult)
+    return max(k, math.ceil(k * factor)), lambda_mult
