@@ -117,18 +117,15 @@ class LateInteractionIndex:
         from latewise.ingest.conventions import page_image_dir
         from latewise.store.client import open_client
 
-        if client is not None and (path is not None or ephemeral):
-            raise InvalidInputError("pass either client=, path= or ephemeral=True, not several")
         SearchSizes(n_rerank, n_candidates)  # checked now
         #: Search sizes (see :class:`~latewise.engine.settings.SearchSizes`); may be changed.
         self.n_rerank, self.n_candidates = n_rerank, n_candidates
         self.batch_size = check_positive("batch_size", batch_size)
         check_positive("n_probe", n_probe)
         self.show_progress_bar = show_progress_bar
-        self.path = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
         validate_collection_name(collection)  # before any client is made
-        self.client, self._guard = open_client(
-            client, self.path, ephemeral=ephemeral, lock_timeout=lock_timeout
+        self.client, self.path, self._guard = open_client(
+            client, path, ephemeral=ephemeral, lock_timeout=lock_timeout
         )
         self.image_dir = (
             Path(image_dir)

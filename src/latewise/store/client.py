@@ -463,22 +463,29 @@ def guard_client(client: ClientAPI, lock_timeout: float = 60.0) -> ClientAPI:
 
 
 def open_client(
-    client: ClientAPI | None, path: Path | None, *, ephemeral: bool, lock_timeout: float
-) -> tuple[ClientAPI, Any]:
-    """The client an index works through, and what each of its writes holds.
+    client: ClientAPI | None, path: str | Path | None, *, ephemeral: bool, lock_timeout: float
+) -> tuple[ClientAPI, Path | None, Any]:
+    """The client an index works through, its folder, and what each of its writes holds.
 
     The client is ``client`` made safe to share (:func:`guard_client`), or a new one of ``path``
-    (in memory with ``ephemeral``); on an embedded folder every write holds the folder's
+    (default :data:`DEFAULT_PATH`; in memory with ``ephemeral``); the folder is ``None`` unless
+    the index made it; on an embedded folder every write holds the folder's
     :class:`~latewise.store.lock.WriteLock` (a context manager factory), elsewhere nothing.
+
+    Raises:
+        InvalidInputError: more than one of ``client``, ``path`` and ``ephemeral``.
     """
     from contextlib import nullcontext
 
     from latewise.store.lock import WriteLock
 
+    if client is not None and (path is not None or ephemeral):
+        raise InvalidInputError("pass either client=, path= or ephemeral=True, not several")
+    folder = None if client is not None or ephemeral else Path(path or DEFAULT_PATH)
     made = (
         guard_client(client, lock_timeout)
         if client is not None
-        else make_client(path, ephemeral=ephemeral, lock_timeout=lock_timeout)
+        else make_client(folder, ephemeral=ephemeral, lock_timeout=lock_timeout)
     )
-    folder = embedded_folder(made)
-    return made, WriteLock(folder, lock_timeout) if folder else nullcontext
+    locked = embedded_folder(made)
+    return made, folder, WriteLock(locked, lock_timeout) if locked else nullcontext
