@@ -132,12 +132,14 @@ class ChromaStore:
 
     def open(self, *, create: bool) -> dict[str, Any] | None:
         """Open (or create) the collections; return the stored config, if any."""
+        # The documents collection comes last: once it exists (``exists()``), so do the others,
+        # so a process opening a collection another one is creating finds all of it.
         configs: dict[str, Any] = {
-            "": {"hnsw": dict(_BY_ID)},
             VECTORS_SUFFIX: {"hnsw": {"space": "ip", **self._hnsw}},
             BLOBS_SUFFIX: {"hnsw": dict(BLOBS_HNSW)},
             META_SUFFIX: {"hnsw": dict(_BY_ID)},
             LOG_SUFFIX: {"hnsw": dict(_BY_ID)},
+            "": {"hnsw": dict(_BY_ID)},
         }
         try:
             for suffix, configuration in configs.items():
