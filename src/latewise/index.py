@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
-from latewise.engine.inputs import prepare_inputs
+from latewise.engine.inputs import as_tensor, prepare_inputs
 from latewise.engine.ranker import Ranker
 from latewise.engine.search import Searcher
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
@@ -217,6 +217,11 @@ class LateInteractionIndex:
         if self._encoder is None:
             self._encoder = load_stored_encoder(self.name, self.config)
         return self._encoder
+
+    @property
+    def encoder_loaded(self) -> bool:
+        """Whether the encoder is in memory already (given, or loaded by a first use)."""
+        return self._encoder is not None
 
     @property
     def name(self) -> str:
@@ -470,8 +475,10 @@ class LateInteractionIndex:
         *,
         exact: bool = False,
     ) -> list[list[Hit]]:
-        """Search with already-encoded queries (``[n_i, dim]`` tensors from this encoder)."""
+        """Search with already-encoded queries (``[n_i, dim]`` tensors or float32 arrays from
+        this encoder)."""
         check_positive("k", k)
+        queries = [as_tensor(q) for q in queries]
         for i, q in enumerate(queries):
             if q.dim() != 2 or q.shape[1] != self.dim:
                 raise DimensionMismatchError(
@@ -514,7 +521,7 @@ class LateInteractionIndex:
         ):
             raise InvalidInputError(f"lambda_mult must be a number in [0, 1], got {lambda_mult!r}")
         if isinstance(query, str):
-            vectors = self.encoder.encode_queries([query])[0]
+            vectors = as_tensor(self.encoder.encode_queries([query])[0])
         elif isinstance(query, torch.Tensor):
             vectors = query
         else:

@@ -19,6 +19,7 @@ from latewise.errors import (
     EmptyInputError,
     ImageLoadError,
     InvalidInputTypeError,
+    QueryRuntimeError,
     check_positive,
 )
 
@@ -260,25 +261,57 @@ class Encoder(ABC):
 
     def _warn_long_queries(self, texts: Sequence[str]) -> None:
         """Log once per call how many query tokens the model's query length drops."""
-        limit, tokenizer = self.max_query_tokens, getattr(self, "tokenizer", None)
-        if limit is None or tokenizer is None:
-            return
-        got = tokenizer(list(texts), add_special_tokens=False, verbose=False)
-        counts = [len(ids) for ids in got["input_ids"]]
-        long = [(i, n) for i, n in enumerate(counts) if n > limit]
+        limit = self.max_query_tokens
+        counts = None if limit is None else self._token_counts(texts)
+        long = [(i, n) for i, n in enumerate(counts or ()) if limit is not None and n > limit]
         if long:
-            dropped = sum(n - limit for _, n in long)
+            dropped = sum(n - limit for _, n in long if limit is not None)
             logger.warning(
                 "%d of %d queries are longer than the model's query length (%d tokens): %d "
                 "tokens were dropped (query %d has %d tokens); the model reads only the first %d",
-                len(long),
-                len(texts),
-                limit,
-                dropped,
-                long[0][0],
-                long[0][1],
-                limit,
+                *(len(long), len(texts), limit, dropped, long[0][0], long[0][1], limit),
             )
+
+    def _token_counts(self, texts: Sequence[str]) -> list[int] | None:
+        """Text tokens per text (no special tokens) with a fast tokenizer; ``None`` without."""
+        tokenizer = self.tokenizer
+        if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+            return None
+        try:
+            ids = tokenizer(
+                list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False
+            )
+            return [len(x) for x in ids["input_ids"]]
+        except Exception:  # an exotic tokenizer: no counts
+            logger.debug("token counting failed", exc_info=True)
+            return None
+
+    def export_query_runtime(self) -> Path:
+        """Write this encoder's torch-free query side (an ONNX graph, ``tokenizer.json`` and
+        ``query.json``, which :class:`~latewise.encoders.query.QueryRuntime` runs) into the
+        latewise cache, once per fingerprint; ``latewise index`` and ``latewise search`` call it.
+
+        Returns:
+            The folder (:func:`~latewise.encoders.query.runtime_dir` of the fingerprint).
+
+        Raises:
+            QueryRuntimeError: this encoder has no such runtime (image encoders).
+            CheckpointError: the export failed.
+        """
+        spec = self._query_runtime_settings()
+        if spec is None:
+            raise QueryRuntimeError(
+                f"{type(self).__name__} has no torch-free query runtime (text encoders on the "
+                "torch backend have one)"
+            )
+        from latewise.encoders._st import export_query
+
+        return export_query(self, *spec)
+
+    def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None] | None:
+        """What :meth:`export_query_runtime` records beside the graph, and the pipeline's task;
+        ``None``: no query runtime."""
+        return None
 
     @abstractmethod
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
@@ -361,16 +394,8 @@ class Encoder(ABC):
     def _text_lengths(self, texts: list[str]) -> list[int]:
         """Sort keys for batching: token counts with a fast tokenizer (~95% fill against ~78%
         sorting by characters), else character counts."""
-        tokenizer = self.tokenizer
-        if tokenizer is not None and getattr(tokenizer, "is_fast", False) and len(texts) > 1:
-            try:
-                ids = tokenizer(
-                    texts, add_special_tokens=False, return_attention_mask=False, verbose=False
-                )
-                return [len(x) for x in ids["input_ids"]]
-            except Exception:  # an exotic tokenizer: fall back to characters
-                logger.debug("token counting failed; sorting by characters", exc_info=True)
-        return [len(t) for t in texts]
+        counts = self._token_counts(texts) if len(texts) > 1 else None
+        return counts if counts is not None else [len(t) for t in texts]
 
     def _run(
         self,

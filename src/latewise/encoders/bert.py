@@ -170,6 +170,10 @@ class BertEncoder(Encoder):
             **({"quantize": self.quantize} if self.quantize else {}),
         }
 
+    def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None]:
+        query = {"prompt": self.query_prefix, "max_length": self.max_length, "expansion": None}
+        return {"query": query, "label": f"[{self.pooling.upper()}]"}, None
+
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
         """One label per document: its single row is the pooled vector (``"[MEAN]"``, ...)."""
         return [[f"[{self.pooling.upper()}]"] for _ in validate_texts(documents, "documents")]

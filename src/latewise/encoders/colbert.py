@@ -381,6 +381,23 @@ class ColBERTEncoder(Encoder):
             **({"quantize": self.quantize} if self.quantize else {}),
         }
 
+    def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None]:
+        expansion = {"token_id": self.tokenizer.mask_token_id, "attend": self.attend_to_mask_tokens}
+        query = {
+            "prompt": self._prompt(True),
+            "max_length": self.query_maxlen,
+            "expansion": expansion if self.do_query_expansion else None,
+        }
+        mask = self._mask
+        skip = self._skiplist if mask is not None and "document" in mask.skiplist_tasks else []
+        document = {
+            "prompt": self._prompt(False),
+            "max_length": self.doc_maxlen,
+            "skiplist": skip,
+            "keep_only": None if mask is None else mask.keep_only_token_ids,
+        }
+        return {"query": query, "document": document}, "query"
+
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
         """The token string of every row ``encode_documents`` returns, per document."""
         return self._tokens(validate_texts(documents, "documents"), query=False)

@@ -29,7 +29,7 @@ from latewise.types import PageRef
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Prepared", "page_json", "prepare_inputs"]
+__all__ = ["Prepared", "as_tensor", "page_json", "prepare_inputs"]
 
 
 @dataclass
@@ -172,12 +172,22 @@ def _check_text(value: Any, pos: int, *, empty_ok: bool, what: str = "document")
     return value
 
 
-def _check_vectors(value: Any, pos: int, dim: int | None) -> torch.Tensor:
+def as_tensor(value: Any) -> Any:
+    """A numpy array (a query runtime's output, or given vectors) as a torch tensor sharing its
+    memory; anything else unchanged."""
     import numpy as np
-    import torch
 
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
+def _check_vectors(value: Any, pos: int, dim: int | None) -> torch.Tensor:
+    import torch
+
+    value = as_tensor(value)
     if not isinstance(value, torch.Tensor):
         raise InvalidInputTypeError(
             f"vectors at position {pos} must be a [n, dim] array or tensor, got "
