@@ -264,6 +264,10 @@ def export_query(encoder: Any, settings: dict[str, Any], task: str | None) -> Pa
         "dim": encoder.dim,
         "inputs": names,
         "pad_id": tokenizer.pad_token_id or 0,
+        # In memory, a lower-casing tokenizer names an added "[Q] " "[q] "; tokenizer.json not.
+        "added_tokens": {
+            i: tokenizer.convert_ids_to_tokens(i) for i in tokenizer.added_tokens_decoder
+        },
         "max_query_tokens": encoder.max_query_tokens,
         "max_document_tokens": encoder.max_document_tokens,
         **settings,

@@ -93,6 +93,7 @@ class QueryRuntime(Encoder):
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        self._added = {int(i): str(t) for i, t in info.get("added_tokens", {}).items()}
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         self._session = onnxruntime.InferenceSession(
@@ -213,7 +214,9 @@ class QueryRuntime(Encoder):
             tok.no_truncation()
 
     def _labels(self, ids: Any) -> list[str]:
-        return [str(self._tokenizer.id_to_token(int(i))) for i in ids]
+        """Token strings; added tokens as the torch encoder's tokenizer names them."""
+        added, tok = self._added, self._tokenizer
+        return [added.get(int(i)) or str(tok.id_to_token(int(i))) for i in ids]
 
     def _run(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query: its vectors and the token id of each (empty for a pooled vector), from
