@@ -83,7 +83,8 @@ def test_runtime_matches_the_torch_encoder(
     with caplog.at_level(logging.WARNING, logger="latewise"):
         _same_queries(runtime, reference, QUERIES)
     cut = [r.getMessage() for r in caplog.records if "longer than the model" in r.getMessage()]
-    assert len(cut) == 2 and cut[0] == cut[1]  # both paths warn alike about the long query
+    assert len(cut) == 2  # both paths warn alike about the long query
+    assert cut[0] == cut[1]
     _same_queries(runtime, reference, QUERIES[:1])  # a batch of one: no padding at all
     assert runtime.query_tokens(QUERIES) == reference.query_tokens(QUERIES)
     assert runtime.document_tokens(DOCS) == reference.document_tokens(DOCS)

@@ -514,10 +514,10 @@ def save_query_runtime(index: LateInteractionIndex) -> None:
     encoder = index.encoder
     if isinstance(encoder, QueryRuntime) or encoder.modality != "text":
         return
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        logger.info("ONNX Runtime is not installed: no query runtime written")
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime")):
+        logger.info("no query runtime written: it needs the onnx extra (onnx, onnxruntime)")
         return
     try:
         encoder.export_query_runtime()

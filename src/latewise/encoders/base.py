@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from latewise.errors import (
     EmptyInputError,
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Encoder",
+    "EncoderOptions",
     "Modality",
     "check_images",
     "decode_image",
@@ -40,6 +41,16 @@ __all__ = [
 ]
 
 Modality = Literal["text", "image"]
+
+
+class EncoderOptions(TypedDict, total=False):
+    """The keyword arguments every encoder takes (see :class:`Encoder`)."""
+
+    batch_size: int
+    show_progress_bar: bool | None
+    device: str | None
+    torch_dtype: torch.dtype | str | None
+    compute_dtype: torch.dtype | str | None
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -272,6 +283,12 @@ class Encoder(ABC):
                 *(len(long), len(texts), limit, dropped, long[0][0], long[0][1], limit),
             )
 
+    def _text_budget(self, length: int, prefix: str) -> int:
+        """Tokens of text that fit in ``length`` beside the special tokens and ``prefix``."""
+        special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        used = len(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+        return max(length - special - used, 1)
+
     def _token_counts(self, texts: Sequence[str]) -> list[int] | None:
         """Text tokens per text (no special tokens) with a fast tokenizer; ``None`` without."""
         tokenizer = self.tokenizer
@@ -336,14 +353,9 @@ class Encoder(ABC):
         """One float32, L2-normalised ``[n_i, dim]`` tensor per query text, in input order."""
         texts = validate_texts(queries, "queries")
         self._warn_long_queries(texts)
-        return self._run(
-            texts,
-            self._encode_query_batch,
-            self._text_lengths(texts),
-            batch_size,
-            show_progress_bar,
-            "Encoding queries",
-        )
+        lengths = self._text_lengths(texts)
+        fn = self._encode_query_batch
+        return self._run(texts, fn, lengths, batch_size, show_progress_bar, "Encoding queries")
 
     def encode_documents(
         self,
@@ -355,6 +367,7 @@ class Encoder(ABC):
         """One float32, L2-normalised ``[n_i, dim]`` tensor per document (texts; PIL images or
         image paths for ColPali), in input order."""
         items: list[Any]
+        fn: Callable[[list[Any]], list[torch.Tensor]] = self._encode_document_batch
         if self.modality == "text":
             items = validate_texts(documents, "documents")
             lengths = self._text_lengths(items)
@@ -362,24 +375,10 @@ class Encoder(ABC):
             checked = check_images(documents, "documents")
             items = [(i, item) for i, (item, _) in enumerate(checked)]
             lengths = [pixels for _, pixels in checked]
-            return self._run(
-                items,
-                lambda batch: self._encode_document_batch(
-                    [decode_image(item, i) for i, item in batch]
-                ),
-                lengths,
-                batch_size,
-                show_progress_bar,
-                "Encoding documents",
+            fn = lambda batch: self._encode_document_batch(  # noqa: E731
+                [decode_image(item, i) for i, item in batch]
             )
-        return self._run(
-            items,
-            self._encode_document_batch,
-            lengths,
-            batch_size,
-            show_progress_bar,
-            "Encoding documents",
-        )
+        return self._run(items, fn, lengths, batch_size, show_progress_bar, "Encoding documents")
 
     @abstractmethod
     def _encode_query_batch(self, queries: list[str]) -> list[torch.Tensor]:

@@ -136,26 +136,28 @@ class QueryRuntime(Encoder):
 
     @property
     def max_query_tokens(self) -> int | None:
-        return self.info.get("max_query_tokens")
+        limit = self.info.get("max_query_tokens")
+        return None if limit is None else int(limit)
 
     @property
     def max_document_tokens(self) -> int | None:
-        return self.info.get("max_document_tokens")
+        limit = self.info.get("max_document_tokens")
+        return None if limit is None else int(limit)
 
-    def encode_queries(
+    def encode_queries(  # type: ignore[override]
         self,
         queries: Sequence[str],
         *,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
-    ) -> list[np.ndarray]:  # type: ignore[override]
+    ) -> list[np.ndarray]:
         """One float32, L2-normalised ``[n_i, dim]`` array per query text, in input order."""
         texts = validate_texts(queries, "queries")
         self._warn_long_queries(texts)
         size = batch_size or self.batch_size
         out: list[np.ndarray] = []
         for start in range(0, len(texts), size):
-            out.extend(vectors for vectors, _ in self._run(texts[start : start + size]))
+            out.extend(vectors for vectors, _ in self._infer(texts[start : start + size]))
         return out
 
     def query_tokens(self, queries: Sequence[str]) -> list[list[str]]:
@@ -164,7 +166,7 @@ class QueryRuntime(Encoder):
         texts = validate_texts(queries, "queries")
         if "label" in self.info:
             return [[str(self.info["label"])] for _ in texts]
-        return [self._labels(ids) for _, ids in self._run(texts)]
+        return [self._labels(ids) for _, ids in self._infer(texts)]
 
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
         """The token of every row the torch encoder's ``encode_documents`` returns."""
@@ -188,7 +190,7 @@ class QueryRuntime(Encoder):
         raise self._query_only("encode documents")
 
     def _encode_query_batch(self, queries: list[str]) -> list[Any]:
-        return [vectors for vectors, _ in self._run(queries)]
+        return [vectors for vectors, _ in self._infer(queries)]
 
     def _encode_document_batch(self, documents: list[Any]) -> list[Any]:
         raise self._query_only("encode documents")
@@ -218,7 +220,7 @@ class QueryRuntime(Encoder):
         added, tok = self._added, self._tokenizer
         return [added.get(int(i)) or str(tok.id_to_token(int(i))) for i in ids]
 
-    def _run(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _infer(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query: its vectors and the token id of each (empty for a pooled vector), from
         the inputs the sentence-transformers query pipeline builds (prompt, truncation, padding
         with the expansion token, which the model attends to or not)."""
