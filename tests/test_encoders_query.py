@@ -190,6 +190,9 @@ def test_missing_stale_and_foreign_runtimes_are_typed_errors(
     (runtime_dir(other) / "query.json").write_text(json.dumps(info))
     with pytest.raises(QueryRuntimeError, match="another encoder"):
         QueryRuntime.for_fingerprint(other)
+    (runtime_dir(other) / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(QueryRuntimeError, match="is damaged"):
+        QueryRuntime(runtime_dir(other))
     (folder / "query.json").write_text(json.dumps({**info, "format": 99}))
     with pytest.raises(QueryRuntimeError, match="format 99"):
         QueryRuntime(folder)

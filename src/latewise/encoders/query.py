@@ -90,15 +90,21 @@ class QueryRuntime(Encoder):
         self.batch_size, self.show_progress_bar, self.device = batch_size, False, "cpu"
         self._model_id = str(info["fingerprint"].get("model"))
         self._checkpoint_digest = info["fingerprint"].get("checkpoint")
-        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self._session = onnxruntime.InferenceSession(
+                str(folder / "model.onnx"), options, ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ONNX Runtime and tokenizers raise their own types
+            raise QueryRuntimeError(
+                f"the query runtime in {str(folder)!r} is damaged ({exc}); delete the folder and "
+                "write it again with export_query_runtime()"
+            ) from exc
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self._added = {int(i): str(t) for i, t in info.get("added_tokens", {}).items()}
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        self._session = onnxruntime.InferenceSession(
-            str(folder / "model.onnx"), options, ["CPUExecutionProvider"]
-        )
         logger.info("QueryRuntime %s from %s", self._model_id, folder)
 
     @classmethod
