@@ -246,6 +246,85 @@ def test_explain_text(text_db: Path, tmp_path: Path) -> None:
     one_error_line(result, EXIT_USAGE, "--token")
 
 
+# -- the torch-free query runtime -----------------------------------------------------------------
+
+_FRESH_SEARCH = """
+import json, sys
+from typer.testing import CliRunner
+from latewise.cli import app
+r = CliRunner().invoke(app, ["search", "why do cats purr", "--path", sys.argv[1], "--json"])
+assert r.exit_code == 0, r.output
+heavy = [m for m in ("transformers", "sentence_transformers", "sklearn") if m in sys.modules]
+ids = [json.loads(line)["id"] for line in r.stdout.splitlines()]
+print(json.dumps({"heavy": heavy, "ids": ids, "stderr": r.stderr}))
+"""
+
+
+def test_index_writes_the_query_runtime_and_search_runs_on_it(text_db: Path) -> None:
+    """``latewise index`` wrote the runtime; a fresh ``latewise search`` loads no model (no
+    transformers, sentence-transformers or sklearn) and finds what the Python API finds."""
+    from latewise.encoders.query import runtime_dir
+    from latewise.index import LateInteractionIndex
+
+    index = LateInteractionIndex.open(path=text_db)
+    assert (runtime_dir(index.config["fingerprint"]) / "query.json").is_file()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("LATEWISE_QUERY_RUNTIME", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_SEARCH, str(text_db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["heavy"] == []
+    assert "Loading the encoder" not in out["stderr"]
+    assert out["ids"] == [h.id for h in index.search("why do cats purr", k=10)]
+    assert type(index.encoder).__name__ == "ColBERTEncoder"  # the Python API: the torch model
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_search_and_explain_score_alike(
+    text_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str
+) -> None:
+    """search and explain encode the query on the same path (the runtime, or the model with
+    LATEWISE_QUERY_RUNTIME=torch), so they report the same score."""
+    if runtime == "torch":
+        monkeypatch.setenv("LATEWISE_QUERY_RUNTIME", "torch")
+    else:
+        monkeypatch.delenv("LATEWISE_QUERY_RUNTIME", raising=False)
+    result = run("search", "why do cats purr", "--path", text_db, "--json", "-k", "2")
+    assert ("Loading the encoder" in result.stderr) is (runtime == "torch")
+    for top in hits(result):
+        saved = tmp_path / f"{runtime}.json"
+        ok(run("explain", "why do cats purr", top["id"], "--path", text_db, "--out", saved))
+        assert json.loads(saved.read_text())["score"] == top["score"]
+
+
+def test_search_writes_a_missing_runtime_and_survives_a_damaged_one(
+    text_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latewise.encoders.query import runtime_dir
+    from latewise.index import LateInteractionIndex
+
+    monkeypatch.setenv("LATEWISE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LATEWISE_QUERY_RUNTIME", raising=False)
+    folder = runtime_dir(LateInteractionIndex.open(path=text_db).config["fingerprint"])
+    first = ok(run("search", "cats", "--path", text_db, "--json"))
+    assert "Loading the encoder" in first.stderr
+    assert (folder / "query.json").is_file()  # written for the next search
+    second = ok(run("search", "cats", "--path", text_db, "--json"))
+    assert "Loading the encoder" not in second.stderr
+    assert [h["id"] for h in hits(second)] == [h["id"] for h in hits(first)]
+    (folder / "model.onnx").write_bytes(b"not a model")
+    damaged = ok(run("search", "cats", "--path", text_db, "--json"))
+    assert "warning: cannot use the query runtime" in damaged.stderr
+    assert [h["id"] for h in hits(damaged)] == [h["id"] for h in hits(first)]
+
+
 def test_reindex_reuses_the_stored_encoder(minilm: None, tmp_path: Path) -> None:
     docs = write_texts(tmp_path / "docs", {"a.txt": "Apples are red.", "b.txt": "Bananas."})
     db = tmp_path / "db"

@@ -27,6 +27,7 @@ from latewise.errors import (
     LatewiseError,
     MissingDependencyError,
     PartialWriteError,
+    QueryRuntimeError,
     SettingsMismatchError,
     StoreError,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "PackedVectors",
     "PageRef",
     "PartialWriteError",
+    "QueryRuntimeError",
     "Record",
     "SettingsMismatchError",
     "StoreError",

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidInputTypeError",
     "LatewiseError",
     "MissingDependencyError",
+    "QueryRuntimeError",
     "SettingsMismatchError",
     "StoreError",
 ]
@@ -105,6 +106,10 @@ class DocumentNotFoundError(LatewiseError, KeyError):
 
 class StoreError(LatewiseError, RuntimeError):
     """The vector store refused an operation or holds data latewise cannot read."""
+
+
+class QueryRuntimeError(LatewiseError, RuntimeError):
+    """A torch-free query runtime is missing, stale, or was asked for more than queries."""
 
 
 class MissingDependencyError(LatewiseError, ImportError):

@@ -129,9 +129,10 @@ def _matches(
     match, and the similarity matrix (for maps)."""
     import torch
 
+    from latewise.engine.inputs import as_tensor
     from latewise.scoring import maxsim_flat_matches
 
-    q, d = q.float(), d.float()
+    q, d = as_tensor(q).float(), as_tensor(d).float()
     scores, best = maxsim_flat_matches(q, d, torch.tensor([0, d.shape[0]], dtype=torch.int64))
     sim = q @ d.t()
     idx = best[0].tolist()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
-from latewise.engine.inputs import check_ids, check_queries, prepare_inputs
+from latewise.engine.inputs import as_tensor, check_ids, check_queries, prepare_inputs
 from latewise.engine.ranker import Ranker
 from latewise.engine.search import Searcher
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
@@ -184,6 +184,11 @@ class LateInteractionIndex:
         if self._encoder is None:
             self._encoder = load_stored_encoder(self.name, self.config)
         return self._encoder
+
+    @property
+    def encoder_loaded(self) -> bool:
+        """Whether the encoder is in memory already (given, or loaded by a first use)."""
+        return self._encoder is not None
 
     @property
     def name(self) -> str:
@@ -410,9 +415,10 @@ class LateInteractionIndex:
         *,
         exact: bool = False,
     ) -> list[list[Hit]]:
-        """Search with already-encoded queries (``[n_i, dim]`` tensors from this encoder)."""
+        """Search with already-encoded queries (``[n_i, dim]`` tensors or float32 arrays from
+        this encoder)."""
         check_positive("k", k)
-        check_queries(queries, self.dim, self.name)
+        queries = check_queries(queries, self.dim, self.name)
         sizes = SearchSizes(self.n_rerank, self.n_candidates)
         return self.searcher.search(queries, k, where, exact=exact, sizes=sizes)
 
@@ -446,7 +452,9 @@ class LateInteractionIndex:
             raise InvalidInputTypeError(
                 f"query must be a string or a [n, {self.dim}] tensor, got {type(query).__name__}"
             )
-        vectors = self.encoder.encode_queries([query])[0] if isinstance(query, str) else query
+        vectors = as_tensor(
+            self.encoder.encode_queries([query])[0] if isinstance(query, str) else query
+        )
         hits = self.search_vectors([vectors], k=max(k, fetch_k), where=where, exact=exact)[0]
         return self.ranker.diversify(vectors, hits, k, lam)
 

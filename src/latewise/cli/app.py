@@ -442,34 +442,98 @@ def unknown_collection(name: str, known: Mapping[str, Any], target: Target) -> C
     )
 
 
+#: ``torch``: ``search`` and ``explain`` load the full model even when a query runtime exists.
+QUERY_RUNTIME_ENV = "LATEWISE_QUERY_RUNTIME"
+
+
 def open_index(
-    target: Target, collection: str, known: Mapping[str, Any] | None = None
+    target: Target,
+    collection: str,
+    known: Mapping[str, Any] | None = None,
+    *,
+    queries_only: bool = False,
 ) -> LateInteractionIndex:
     """Open an existing collection, or explain which ones exist. Its stored encoder loads only
-    when something must be encoded."""
+    when something must be encoded; ``queries_only``: the torch-free query runtime written for
+    its encoder, when there is one (see :func:`query_runtime`)."""
     from latewise.index import LateInteractionIndex
 
     known = collections(target) if known is None else known
     if collection not in known:
         raise unknown_collection(collection, known, target)
-    return LateInteractionIndex.open(
-        collection, client=target.client, image_dir=target.image_dir(collection)
+    encoder = query_runtime(known[collection]) if queries_only else None
+    return LateInteractionIndex(
+        encoder, client=target.client, collection=collection, image_dir=target.image_dir(collection)
     )
 
 
 def open_collection(
-    collection: str, path: Path | None, host: str | None, port: int | None
+    collection: str,
+    path: Path | None,
+    host: str | None,
+    port: int | None,
+    *,
+    queries_only: bool = False,
 ) -> tuple[Target, dict[str, dict[str, Any]], LateInteractionIndex]:
     """Connect to an existing database and open ``collection`` in it: the target, its
     collections (name -> stored configuration) and the index."""
     check_target(path, host, port)
     target = connect(path, host, port, create=False)
     known = collections(target)
-    return target, known, open_index(target, collection, known)
+    return target, known, open_index(target, collection, known, queries_only=queries_only)
+
+
+def query_runtime(config: Mapping[str, Any]) -> Any:
+    """The :class:`~latewise.encoders.query.QueryRuntime` written for the encoder of a
+    collection (its stored ``config``), or ``None`` (load the model): none written yet,
+    ONNX Runtime missing, or ``LATEWISE_QUERY_RUNTIME=torch``."""
+    fingerprint = config.get("fingerprint")
+    if os.environ.get(QUERY_RUNTIME_ENV, "").strip().lower() == "torch" or not fingerprint:
+        return None
+    from latewise.encoders.query import QueryRuntime, runtime_dir
+
+    folder = runtime_dir(fingerprint)
+    if not (folder / "query.json").is_file():
+        return None
+    try:
+        return QueryRuntime.for_fingerprint(fingerprint)
+    except ImportError:
+        logger.info("ONNX Runtime is not installed; loading the model to encode the query")
+    except Exception as exc:  # a damaged or stale runtime: the model still answers
+        logger.warning("cannot use the query runtime in %s (%s); loading the model", folder, exc)
+    return None
+
+
+def save_query_runtime(index: LateInteractionIndex) -> None:
+    """Write the query runtime of the index's (loaded, text) encoder for the next ``search``,
+    if ONNX Runtime is installed; a failure is a warning, never the command's."""
+    from latewise.encoders.query import QueryRuntime
+
+    if not index.encoder_loaded:
+        return  # nothing was encoded: no model to export from
+    encoder = index.encoder
+    if isinstance(encoder, QueryRuntime) or encoder.modality != "text":
+        return
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime")):
+        logger.info("no query runtime written: it needs the onnx extra (onnx, onnxruntime)")
+        return
+    try:
+        encoder.export_query_runtime()
+    except Exception as exc:
+        logger.warning(
+            "could not write the query runtime of %s (%s); search loads the model instead",
+            encoder.model_id,
+            exc,
+        )
 
 
 def note_loading(index: LateInteractionIndex, known: Mapping[str, Any] | None = None) -> None:
-    """Say which model is about to load (it takes seconds)."""
+    """Say which model is about to load (it takes seconds), unless an encoder (the query
+    runtime) is already there."""
+    if index.encoder_loaded:
+        return
     source = (known or {}).get(index.name, {}).get("encoder_source", "?")
     note(f"Loading the encoder of collection {index.name!r} ({source})...")
 

@@ -73,7 +73,7 @@ def explain_command(
     require_query(query, "explain")
     if token is not None and (out is None or out.suffix.lower() != ".png"):
         raise CliError("--token selects the map drawn into --out FILE.png; give one", EXIT_USAGE)
-    _, known, index = open_collection(collection, path, host, port)
+    _, known, index = open_collection(collection, path, host, port, queries_only=True)
     if not index.get([doc_id]):
         raise CliError(
             f"no document with id {doc_id!r} in collection {collection!r} "

@@ -37,6 +37,7 @@ from latewise.cli.app import (
     open_collection,
     parse_json_object,
     require_query,
+    save_query_runtime,
 )
 from latewise.cli.output import hit_json, hits_table, index_summary, matched_terms
 
@@ -220,6 +221,8 @@ def index_command(
         errors="collect",
         sync=sync,
     )
+    if report.files_ok:
+        save_query_runtime(index)
     elapsed = time.perf_counter() - started
     if not quiet:
         typer.echo(
@@ -304,15 +307,15 @@ def search_command(
     """Search a collection: the best documents for a query, by MaxSim."""
     require_query(query, "search for")
     flt = parse_json_object(where, "--where")
-    _, known, index = open_collection(collection, path, host, port)
+    _, known, index = open_collection(collection, path, host, port, queries_only=True)
     note_loading(index, known)
     hits = index.search(query, k=k, where=flt, exact=exact)
     if json_lines:
         for hit in hits:
             typer.echo(json.dumps(hit_json(hit), ensure_ascii=False))
-        return
-    if not hits:
+    elif not hits:
         note(f"No results in collection {collection!r}.")
-        return
-    style = sys.stdout.isatty()
-    typer.echo(hits_table(hits, _highlight_terms(index, query, hits), style=style))
+    else:
+        style = sys.stdout.isatty()
+        typer.echo(hits_table(hits, _highlight_terms(index, query, hits), style=style))
+    save_query_runtime(index)

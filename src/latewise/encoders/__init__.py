@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from latewise.encoders.colbert import ColBERTEncoder
     from latewise.encoders.colpali import ColPaliEncoder, PatchGrid
     from latewise.encoders.loader import load_encoder
+    from latewise.encoders.query import QueryRuntime
 
 _LAZY = {
     "BertEncoder": "latewise.encoders.bert",
@@ -23,6 +24,7 @@ _LAZY = {
     "ColPaliEncoder": "latewise.encoders.colpali",
     "PatchGrid": "latewise.encoders.colpali",
     "load_encoder": "latewise.encoders.loader",
+    "QueryRuntime": "latewise.encoders.query",
 }
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "ColPaliEncoder",
     "Encoder",
     "PatchGrid",
+    "QueryRuntime",
     "load_encoder",
     "load_images",
     "resolve_device",

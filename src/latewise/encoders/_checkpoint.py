@@ -302,6 +302,27 @@ def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype}
 
 
+def cache_dir() -> Path:
+    """Where latewise keeps what it builds from models (ONNX exports, query runtimes):
+    ``$LATEWISE_CACHE``, else ``$XDG_CACHE_HOME/latewise`` (``~/.cache/latewise``)."""
+    root = os.environ.get("LATEWISE_CACHE")
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "latewise"
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Any:
+    """Write ``target`` through a temporary name (a crash never leaves half a file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{os.getpid()}-{target.name}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence transformers' weight-loading progress bars and load reports (latewise checks

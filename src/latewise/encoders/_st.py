@@ -9,7 +9,6 @@ torch model inside the sentence-transformers pipeline; the rest of the pipeline 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from latewise.encoders._checkpoint import quiet
+from latewise.encoders._checkpoint import cache_dir, quiet, writing
 from latewise.errors import CheckpointError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -125,8 +124,14 @@ def use_backend(transformer: Any, ckpt: Checkpoint, backend: str, quantize: str 
     model = transformer.model
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if _takes(model, n)]
     name = re.sub(r"[^\w.-]+", "-", ckpt.model_id).strip("-")
-    folder = _cache_dir() / f"{name}-{ckpt.digest}"
-    onnx_path = _export(model, names, folder / "model.onnx")
+    folder = cache_dir() / f"{name}-{ckpt.digest}"
+    onnx_path = _export(
+        _Backbone(model, names),
+        model,
+        names,
+        {"last_hidden_state": {0: "batch", 1: "sequence"}},
+        folder / "model.onnx",
+    )
     threads = torch.get_num_threads()
     run: Any
     if backend == "onnx":
@@ -170,55 +175,135 @@ def _takes(model: Any, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("LATEWISE_CACHE")
-    if root:
-        return Path(root).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "latewise"
+class _Backbone(torch.nn.Module):
+    """The transformers model with positional inputs, ``last_hidden_state`` out."""
+
+    def __init__(self, model: Any, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        out = self.model(**dict(zip(self.names, args, strict=True)), return_dict=True)
+        hidden: torch.Tensor = out.last_hidden_state
+        return hidden
 
 
-@contextlib.contextmanager
-def _writing(target: Path) -> Any:
-    """Write ``target`` through a temporary name (a crash never leaves half a file)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{os.getpid()}-{target.name}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+class _QueryPipeline(torch.nn.Module):
+    """Every sentence-transformers module from token ids to the L2-normalised query vectors:
+    ``[batch, tokens, dim]`` and the rows kept (``MultiVectorEncoder``), or ``[batch, dim]``."""
+
+    def __init__(self, st: Any, names: list[str], extras: dict[str, Any], task: str | None) -> None:
+        super().__init__()
+        self.st, self.names, self.extras, self.task = st, names, extras, task
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = {**self.extras, **dict(zip(self.names, args, strict=True))}
+        if "query_expansion_positions" in features:
+            features["query_expansion_positions"] = features["query_expansion_positions"].bool()
+        out = self.st(features, **({"task": self.task} if self.task else {}))
+        if self.task is None:
+            return (torch.nn.functional.normalize(out["sentence_embedding"].float(), dim=-1),)
+        vectors = torch.nn.functional.normalize(out["token_embeddings"].float(), dim=-1)
+        return vectors, out["attention_mask"].to(torch.int64)
 
 
-def _export(model: Any, names: list[str], target: Path) -> Path:
+def export_query(encoder: Any, settings: dict[str, Any], task: str | None) -> Path:
+    """Write the torch-free query runtime of a text encoder (see
+    :mod:`latewise.encoders.query`): the ONNX graph of its whole query pipeline, its
+    ``tokenizer.json`` and ``query.json`` (``settings`` plus the fingerprint), in
+    :func:`~latewise.encoders.query.runtime_dir`; ``query.json`` goes last, so a folder that has
+    it is complete.
+
+    Args:
+        encoder: a :class:`BertEncoder` (``task=None``: one pooled row) or
+            :class:`ColBERTEncoder` (``task="query"``: one row per kept token) on the torch backend.
+        settings: what the runtime needs besides the graph (prompts, lengths, expansion...).
+
+    Raises:
+        CheckpointError: the encoder does not run on torch, or the export fails.
+    """
+    import json
+
+    from latewise.encoders.query import FORMAT, runtime_dir
+
+    model = encoder._transformer.model
+    if isinstance(model, _Exported) or encoder.compute_dtype is not None:
+        raise CheckpointError(
+            f"{encoder!r}: the query runtime is exported from the torch backend in float32 "
+            "without compute_dtype; load the encoder with its defaults to write it"
+        )
+    folder = runtime_dir(encoder.fingerprint)
+    if (folder / "query.json").is_file():
+        return folder
+    tokenizer = encoder.tokenizer
+    if tokenizer.padding_side != "right":
+        raise CheckpointError(f"{encoder!r}: the query runtime pads on the right only")
+    sample = encoder._transformer.preprocess(
+        ["sample"], prompt=settings["query"]["prompt"], task=task
+    )
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if _takes(model, n)]
+    names += [n for n in ("query_expansion_positions",) if n in sample]
+    extras = {k: v for k, v in sample.items() if not isinstance(v, torch.Tensor)}
+    outputs = (
+        {"vectors": {0: "batch"}}
+        if task is None
+        else {
+            "vectors": {0: "batch", 1: "sequence"},
+            "keep": {0: "batch", 1: "sequence"},
+        }
+    )
+    pipeline = _QueryPipeline(encoder._st, names, extras, task).eval()
+    _export(pipeline, model, names, outputs, folder / "model.onnx")
+    with writing(folder / "tokenizer.json") as tmp:
+        tmp.write_text(tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+    info = {
+        "format": FORMAT,
+        "fingerprint": encoder.fingerprint,
+        "encoder_class": type(encoder).__name__,
+        "model_name_or_path": encoder.model_name_or_path,
+        "dim": encoder.dim,
+        "inputs": names,
+        "pad_id": tokenizer.pad_token_id or 0,
+        # In memory, a lower-casing tokenizer names an added "[Q] " "[q] "; tokenizer.json not.
+        "added_tokens": {
+            i: tokenizer.convert_ids_to_tokens(i) for i in tokenizer.added_tokens_decoder
+        },
+        "max_query_tokens": encoder.max_query_tokens,
+        "max_document_tokens": encoder.max_document_tokens,
+        **settings,
+    }
+    with writing(folder / "query.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    logger.info("wrote the query runtime of %s to %s", encoder.model_id, folder)
+    return folder
+
+
+def _export(
+    wrapped: torch.nn.Module,
+    model: Any,
+    names: list[str],
+    outputs: dict[str, dict[int, str]],
+    target: Path,
+) -> Path:
+    """Export ``wrapped`` (positional ``names`` in, ``outputs`` out) with ``torch.onnx``, once."""
     if target.is_file():
         return target
     logger.info("exporting the model to ONNX: %s", target)
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *args: torch.Tensor) -> torch.Tensor:
-            out = self.model(**dict(zip(names, args, strict=True)), return_dict=True)
-            hidden: torch.Tensor = out.last_hidden_state
-            return hidden
-
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")  # the attention pattern ONNX Runtime fuses
     mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
     sample = {"input_ids": torch.full((2, 8), 5), "attention_mask": mask}
     args = tuple(sample.get(n, torch.zeros((2, 8), dtype=torch.long)) for n in names)
-    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    axes = {**{n: {0: "batch", 1: "sequence"} for n in names}, **outputs}
     try:
-        with _writing(target) as tmp, warnings.catch_warnings(), torch.no_grad():
+        with writing(target) as tmp, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                Wrapped().eval(),
+                wrapped.eval(),
                 args,
                 str(tmp),
                 input_names=names,
-                output_names=["last_hidden_state"],
+                output_names=list(outputs),
                 dynamic_axes=axes,
                 opset_version=17,
                 dynamo=False,
@@ -238,7 +323,7 @@ def _fuse(source: Path, config: Any, target: Path) -> Path:
 
         try:
             heads, hidden = config.num_attention_heads, config.hidden_size
-            with _writing(target) as tmp, quiet():
+            with writing(target) as tmp, quiet():
                 optimize_model(str(source), "bert", heads, hidden).save_model_to_file(str(tmp))
         except Exception:
             logger.warning(
@@ -253,7 +338,7 @@ def _quantize_onnx(source: Path, target: Path) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         extra = {"DefaultTensorType": 1}  # float: the fused operators' outputs have no type
-        with _writing(target) as tmp:
+        with writing(target) as tmp:
             quantize_dynamic(
                 str(source),
                 str(tmp),
@@ -272,7 +357,7 @@ def _compress_openvino(runtime: Any, source: Path, folder: Path) -> Path:
         except ImportError as exc:
             raise MissingDependencyError.for_extra("nncf", "openvino", "quantize='int8'") from exc
         model = nncf.compress_weights(runtime.Core().read_model(str(source)))
-        with _writing(target) as tmp:
+        with writing(target) as tmp:
             runtime.save_model(model, str(tmp))
             os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
     return target

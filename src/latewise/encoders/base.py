@@ -13,12 +13,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from latewise.errors import (
     EmptyInputError,
     ImageLoadError,
     InvalidInputTypeError,
+    QueryRuntimeError,
     check_positive,
 )
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Encoder",
+    "EncoderOptions",
     "Modality",
     "check_images",
     "decode_image",
@@ -39,6 +41,16 @@ __all__ = [
 ]
 
 Modality = Literal["text", "image"]
+
+
+class EncoderOptions(TypedDict, total=False):
+    """The keyword arguments every encoder takes (see :class:`Encoder`)."""
+
+    batch_size: int
+    show_progress_bar: bool | None
+    device: str | None
+    torch_dtype: torch.dtype | str | None
+    compute_dtype: torch.dtype | str | None
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -260,25 +272,63 @@ class Encoder(ABC):
 
     def _warn_long_queries(self, texts: Sequence[str]) -> None:
         """Log once per call how many query tokens the model's query length drops."""
-        limit, tokenizer = self.max_query_tokens, getattr(self, "tokenizer", None)
-        if limit is None or tokenizer is None:
-            return
-        got = tokenizer(list(texts), add_special_tokens=False, verbose=False)
-        counts = [len(ids) for ids in got["input_ids"]]
-        long = [(i, n) for i, n in enumerate(counts) if n > limit]
+        limit = self.max_query_tokens
+        counts = None if limit is None else self._token_counts(texts)
+        long = [(i, n) for i, n in enumerate(counts or ()) if limit is not None and n > limit]
         if long:
-            dropped = sum(n - limit for _, n in long)
+            dropped = sum(n - limit for _, n in long if limit is not None)
             logger.warning(
                 "%d of %d queries are longer than the model's query length (%d tokens): %d "
                 "tokens were dropped (query %d has %d tokens); the model reads only the first %d",
-                len(long),
-                len(texts),
-                limit,
-                dropped,
-                long[0][0],
-                long[0][1],
-                limit,
+                *(len(long), len(texts), limit, dropped, long[0][0], long[0][1], limit),
             )
+
+    def _text_budget(self, length: int, prefix: str) -> int:
+        """Tokens of text that fit in ``length`` beside the special tokens and ``prefix``."""
+        special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        used = len(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+        return max(length - special - used, 1)
+
+    def _token_counts(self, texts: Sequence[str]) -> list[int] | None:
+        """Text tokens per text (no special tokens) with a fast tokenizer; ``None`` without."""
+        tokenizer = self.tokenizer
+        if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+            return None
+        try:
+            ids = tokenizer(
+                list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False
+            )
+            return [len(x) for x in ids["input_ids"]]
+        except Exception:  # an exotic tokenizer: no counts
+            logger.debug("token counting failed", exc_info=True)
+            return None
+
+    def export_query_runtime(self) -> Path:
+        """Write this encoder's torch-free query side (an ONNX graph, ``tokenizer.json`` and
+        ``query.json``, which :class:`~latewise.encoders.query.QueryRuntime` runs) into the
+        latewise cache, once per fingerprint; ``latewise index`` and ``latewise search`` call it.
+
+        Returns:
+            The folder (:func:`~latewise.encoders.query.runtime_dir` of the fingerprint).
+
+        Raises:
+            QueryRuntimeError: this encoder has no such runtime (image encoders).
+            CheckpointError: the export failed.
+        """
+        spec = self._query_runtime_settings()
+        if spec is None:
+            raise QueryRuntimeError(
+                f"{type(self).__name__} has no torch-free query runtime (text encoders on the "
+                "torch backend have one)"
+            )
+        from latewise.encoders._st import export_query
+
+        return export_query(self, *spec)
+
+    def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None] | None:
+        """What :meth:`export_query_runtime` records beside the graph, and the pipeline's task;
+        ``None``: no query runtime."""
+        return None
 
     @abstractmethod
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
@@ -303,14 +353,9 @@ class Encoder(ABC):
         """One float32, L2-normalised ``[n_i, dim]`` tensor per query text, in input order."""
         texts = validate_texts(queries, "queries")
         self._warn_long_queries(texts)
-        return self._run(
-            texts,
-            self._encode_query_batch,
-            self._text_lengths(texts),
-            batch_size,
-            show_progress_bar,
-            "Encoding queries",
-        )
+        lengths = self._text_lengths(texts)
+        fn = self._encode_query_batch
+        return self._run(texts, fn, lengths, batch_size, show_progress_bar, "Encoding queries")
 
     def encode_documents(
         self,
@@ -322,6 +367,7 @@ class Encoder(ABC):
         """One float32, L2-normalised ``[n_i, dim]`` tensor per document (texts; PIL images or
         image paths for ColPali), in input order."""
         items: list[Any]
+        fn: Callable[[list[Any]], list[torch.Tensor]] = self._encode_document_batch
         if self.modality == "text":
             items = validate_texts(documents, "documents")
             lengths = self._text_lengths(items)
@@ -329,24 +375,10 @@ class Encoder(ABC):
             checked = check_images(documents, "documents")
             items = [(i, item) for i, (item, _) in enumerate(checked)]
             lengths = [pixels for _, pixels in checked]
-            return self._run(
-                items,
-                lambda batch: self._encode_document_batch(
-                    [decode_image(item, i) for i, item in batch]
-                ),
-                lengths,
-                batch_size,
-                show_progress_bar,
-                "Encoding documents",
+            fn = lambda batch: self._encode_document_batch(  # noqa: E731
+                [decode_image(item, i) for i, item in batch]
             )
-        return self._run(
-            items,
-            self._encode_document_batch,
-            lengths,
-            batch_size,
-            show_progress_bar,
-            "Encoding documents",
-        )
+        return self._run(items, fn, lengths, batch_size, show_progress_bar, "Encoding documents")
 
     @abstractmethod
     def _encode_query_batch(self, queries: list[str]) -> list[torch.Tensor]:
@@ -361,16 +393,8 @@ class Encoder(ABC):
     def _text_lengths(self, texts: list[str]) -> list[int]:
         """Sort keys for batching: token counts with a fast tokenizer (~95% fill against ~78%
         sorting by characters), else character counts."""
-        tokenizer = self.tokenizer
-        if tokenizer is not None and getattr(tokenizer, "is_fast", False) and len(texts) > 1:
-            try:
-                ids = tokenizer(
-                    texts, add_special_tokens=False, return_attention_mask=False, verbose=False
-                )
-                return [len(x) for x in ids["input_ids"]]
-            except Exception:  # an exotic tokenizer: fall back to characters
-                logger.debug("token counting failed; sorting by characters", exc_info=True)
-        return [len(t) for t in texts]
+        counts = self._token_counts(texts) if len(texts) > 1 else None
+        return counts if counts is not None else [len(t) for t in texts]
 
     def _run(
         self,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -14,6 +14,11 @@ from latewise.encoders import _st
 from latewise.encoders._checkpoint import resolve_checkpoint
 from latewise.encoders.base import Encoder, validate_texts
 from latewise.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from latewise.encoders.base import EncoderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +79,11 @@ class BertEncoder(Encoder):
         document_prefix: str | None = None,
         backend: _st.Backend = "torch",
         quantize: Literal["int8"] | None = None,
-        batch_size: int = 32,
-        show_progress_bar: bool | None = None,
-        device: str | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-        compute_dtype: torch.dtype | str | None = None,
+        **options: Unpack[EncoderOptions],
     ) -> None:
-        super().__init__(
-            model_name_or_path,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            device="cpu" if device is None and backend != "torch" else device,
-            torch_dtype=torch_dtype,
-            compute_dtype=compute_dtype,
-        )
+        if backend != "torch" and options.get("device") is None:
+            options["device"] = "cpu"  # the exported backends run on the CPU
+        super().__init__(model_name_or_path, **options)
         _st.check_backend(backend, quantize, self.torch_dtype, self.device)
         if pooling is not None and pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
@@ -147,17 +143,11 @@ class BertEncoder(Encoder):
 
     @property
     def max_document_tokens(self) -> int:
-        return self._text_tokens(self.document_prefix)
+        return self._text_budget(self.max_length, self.document_prefix)
 
     @property
     def max_query_tokens(self) -> int:
-        return self._text_tokens(self.query_prefix)
-
-    def _text_tokens(self, prefix: str) -> int:
-        """Tokens of text that fit in ``max_length`` beside the special tokens and ``prefix``."""
-        special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
-        used = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-        return max(self.max_length - special - len(used), 1)
+        return self._text_budget(self.max_length, self.query_prefix)
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -169,6 +159,10 @@ class BertEncoder(Encoder):
             "lowercase": bool(getattr(self._transformer, "do_lower_case", False)),
             **({"quantize": self.quantize} if self.quantize else {}),
         }
+
+    def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None]:
+        query = {"prompt": self.query_prefix, "max_length": self.max_length, "expansion": None}
+        return {"query": query, "label": f"[{self.pooling.upper()}]"}, None
 
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
         """One label per document: its single row is the pooled vector (``"[MEAN]"``, ...)."""

@@ -27,7 +27,10 @@ from latewise.encoders.base import Encoder, validate_texts
 from latewise.errors import CheckpointError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from latewise.encoders._checkpoint import Checkpoint
+    from latewise.encoders.base import EncoderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -149,20 +152,11 @@ class ColBERTEncoder(Encoder):
         skiplist_words: Sequence[str] | None = None,
         backend: _st.Backend = "torch",
         quantize: Literal["int8"] | None = None,
-        batch_size: int = 32,
-        show_progress_bar: bool | None = None,
-        device: str | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-        compute_dtype: torch.dtype | str | None = None,
+        **options: Unpack[EncoderOptions],
     ) -> None:
-        super().__init__(
-            model_name_or_path,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            device="cpu" if device is None and backend != "torch" else device,
-            torch_dtype=torch_dtype,
-            compute_dtype=compute_dtype,
-        )
+        if backend != "torch" and options.get("device") is None:
+            options["device"] = "cpu"  # the exported backends run on the CPU
+        super().__init__(model_name_or_path, **options)
         _st.check_backend(backend, quantize, self.torch_dtype, self.device)
         for name, value in (("query_maxlen", query_maxlen), ("doc_maxlen", doc_maxlen)):
             if value is not None and (not isinstance(value, int) or value < 4):
@@ -353,18 +347,11 @@ class ColBERTEncoder(Encoder):
 
     @property
     def max_document_tokens(self) -> int:
-        return self._text_tokens(self.doc_maxlen, query=False)
+        return self._text_budget(self.doc_maxlen, self._prompt(False))
 
     @property
     def max_query_tokens(self) -> int:
-        return self._text_tokens(self.query_maxlen, query=True)
-
-    def _text_tokens(self, length: int, *, query: bool) -> int:
-        """Tokens of text that fit in ``length`` beside the special and marker tokens."""
-        special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
-        prompt = self._prompt(query)
-        marker = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
-        return max(length - special - marker, 1)
+        return self._text_budget(self.query_maxlen, self._prompt(True))
 
     def _settings(self) -> dict[str, Any]:
         lowercase = bool(getattr(self._transformer, "do_lower_case", False))
@@ -380,6 +367,23 @@ class ColBERTEncoder(Encoder):
             "lowercase": lowercase and self.layout != "colbert-ai",
             **({"quantize": self.quantize} if self.quantize else {}),
         }
+
+    def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None]:
+        expansion = {"token_id": self.tokenizer.mask_token_id, "attend": self.attend_to_mask_tokens}
+        query = {
+            "prompt": self._prompt(True),
+            "max_length": self.query_maxlen,
+            "expansion": expansion if self.do_query_expansion else None,
+        }
+        mask = self._mask
+        skip = self._skiplist if mask is not None and "document" in mask.skiplist_tasks else []
+        document = {
+            "prompt": self._prompt(False),
+            "max_length": self.doc_maxlen,
+            "skiplist": skip,
+            "keep_only": None if mask is None else mask.keep_only_token_ids,
+        }
+        return {"query": query, "document": document}, "query"
 
     def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
         """The token string of every row ``encode_documents`` returns, per document."""

@@ -33,8 +33,10 @@ from latewise.errors import CheckpointError, MissingDependencyError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+    from typing_extensions import Unpack
 
     from latewise.encoders._checkpoint import Checkpoint
+    from latewise.encoders.base import EncoderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -168,20 +170,10 @@ class ColPaliEncoder(Encoder):
         model_name_or_path: str | Path,
         *,
         family: str | None = None,
-        batch_size: int = 4,
-        show_progress_bar: bool | None = None,
-        device: str | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-        compute_dtype: torch.dtype | str | None = None,
+        **options: Unpack[EncoderOptions],
     ) -> None:
-        super().__init__(
-            model_name_or_path,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            device=device,
-            torch_dtype=torch_dtype,
-            compute_dtype=compute_dtype,
-        )
+        options.setdefault("batch_size", 4)  # page images are large
+        super().__init__(model_name_or_path, **options)
         if family is not None and family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
         ckpt = resolve_checkpoint(model_name_or_path)

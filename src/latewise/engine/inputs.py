@@ -29,7 +29,14 @@ from latewise.types import PageRef
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Prepared", "check_ids", "check_queries", "page_json", "prepare_inputs"]
+__all__ = [
+    "Prepared",
+    "as_tensor",
+    "check_ids",
+    "check_queries",
+    "page_json",
+    "prepare_inputs",
+]
 
 
 @dataclass
@@ -172,12 +179,22 @@ def _check_text(value: Any, pos: int, *, empty_ok: bool, what: str = "document")
     return value
 
 
-def _check_vectors(value: Any, pos: int, dim: int | None) -> torch.Tensor:
+def as_tensor(value: Any) -> Any:
+    """A numpy array (a query runtime's output, or given vectors) as a torch tensor sharing its
+    memory; anything else unchanged."""
     import numpy as np
-    import torch
 
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
+def _check_vectors(value: Any, pos: int, dim: int | None) -> torch.Tensor:
+    import torch
+
+    value = as_tensor(value)
     if not isinstance(value, torch.Tensor):
         raise InvalidInputTypeError(
             f"vectors at position {pos} must be a [n, dim] array or tensor, got "
@@ -267,10 +284,13 @@ def check_ids(ids: Iterable[str], *, unique: bool = False) -> list[str]:
     return out
 
 
-def check_queries(queries: Sequence[torch.Tensor], dim: int, name: str) -> None:
-    """Encoded queries must be ``[n, dim]`` tensors (``name``: the collection, for the error)."""
-    for i, q in enumerate(queries):
+def check_queries(queries: Sequence[Any], dim: int, name: str) -> list[torch.Tensor]:
+    """Encoded queries (tensors or float32 arrays) as ``[n, dim]`` tensors (``name``: the
+    collection, for the error)."""
+    tensors = [as_tensor(q) for q in queries]
+    for i, q in enumerate(tensors):
         if q.dim() != 2 or q.shape[1] != dim:
             raise DimensionMismatchError(
                 f"query {i} has shape {tuple(q.shape)}; collection {name!r} needs [n, {dim}]"
             )
+    return tensors
