@@ -1,10 +1,12 @@
 """The public :func:`maxsim`: many queries against a corpus, through the exact kernel.
 
 Every float32 score here is the kernel's (:mod:`latewise.scoring.exact`): the corpus is walked
-in blocks of whole documents (read in place, or gathered for ``doc_indices``), each block on a
-single-threaded scoring worker, and every query of the call is scored against a block while it
-is in that core's cache. So ``maxsim(q, docs)[0, j]`` is bit-identical to
-``maxsim_flat(q, docs[j], ...)``, to the index's second stage and to explanations.
+in tile-aligned blocks of rows (:func:`~latewise.scoring.exact.scan_rows`; read in place, or
+gathered for ``doc_indices``), each block on a single-threaded scoring worker, and every query
+of the call is scored against a block while it is in that core's cache; a document cut by a
+block end takes the maximum of its partial maxima. So ``maxsim(q, docs)[0, j]`` is
+bit-identical to ``maxsim_flat(q, docs[j], ...)``, to the index's second stage and to
+explanations.
 
 ``dtype=torch.bfloat16`` is a documented *non-exact* fast option: the GEMM runs in bfloat16 on
 a cached bfloat16 copy of the corpus (2-3x the float32 rate on CPUs with bf16 units, scores
@@ -75,8 +77,10 @@ class MaxSimScorer:
             with bf16 units, scores within ~1e-2). Default: bfloat16 for a bfloat16 corpus,
             float32 otherwise.
         chunk_tokens: document rows per block (a block's similarities take ``chunk_tokens x
-            query rows`` floats; a longer document is a block of its own). Default: 2 MiB of
-            rows (4,096 at dim 128), fewer for batches of queries (similarities of at most 2 MiB).
+            query rows`` floats; blocks cut documents, whose partial maxima are merged
+            exactly). Default: 4 MiB of rows (8,192 at dim 128), fewer for batches of queries
+            (similarities of about 2 MiB), always whole tiles of 1,024 rows; other values cost
+            a zero-padded tile per block.
 
     Example:
         >>> corpus = PackedVectors.from_list([torch.randn(30, 16) for _ in range(100)])
@@ -302,8 +306,8 @@ def maxsim(
             units, scores within ~1e-2 - not exact (use :meth:`MaxSimScorer.top_k` for a
             ranking with exact values). Default: bfloat16 for bfloat16 documents, else float32.
         chunk_tokens: document rows per block, which bounds similarity memory to
-            ``chunk_tokens x query rows`` values per scoring thread (a longer document is a
-            block of its own).
+            ``chunk_tokens x query rows`` values per scoring thread (blocks cut documents;
+            their partial maxima are merged exactly).
         doc_indices: score only the documents at these indices (candidates), in this order,
             without copying the corpus.
 
