@@ -7,25 +7,35 @@ reranking, MMR, the public :func:`~latewise.scoring.maxsim`) goes through :func:
 and :func:`sum_best` here, so one (query, document) pair gets **bit-identical** scores whichever
 path scored it, with whatever other documents, on any number of threads. That holds because:
 
-* The similarities come from float32 GEMMs of **fixed-size tiles**: the same ``[n_q, dim]``
-  query matrix times always exactly :data:`TILE_ROWS` document rows (``query @ tile.T``; the
-  last tile zero-padded), 64-byte aligned. MKL's per-element result depends on the shape (a
-  product of 1, 2 or 3 rows differs in the last bit from the same rows inside a larger one) and
-  on the alignment of its operands, but not on where a row sits in a fixed-shape tile, what
-  else the tile holds, or how many threads run it (measured on 1 and 2 threads).
+* The similarities come from float32 GEMMs of **fixed-size tiles**: the same ``[columns, dim]``
+  query matrix times always exactly :data:`TILE_ROWS` (1,024) document rows (``query @
+  tile.T``; the last tile zero-padded), the tile 64-byte aligned, written straight into its
+  columns of the block's similarities. MKL's per-element result depends on the shape (a
+  product of 1, 2, 3 or 7 rows differs in the last bit from the same rows inside a larger one)
+  but not on where a row sits in a fixed-shape tile, what else the tile holds, the result's row
+  stride or offset, or how many threads run it (measured on 1 and 2 threads, dims 7-320, 16-512
+  columns, every kind of placement; numpy's OpenBLAS ``matmul`` is *not* placement-invariant,
+  so it is not used).
 * A query's columns are padded with zero columns to a multiple of :data:`QUERY_COLUMNS`; so
   padded, its similarities are the same bits alone or stacked with other queries (measured),
   and a batch of queries shares each tile's GEMM.
 * Per-document maxima are ``numpy.maximum.reduceat`` over the rows of each document: a maximum
   is exact whatever the order, and only a document's own rows take part (no padding is ever
-  scored; the zero rows of a padded tile belong to no document).
+  scored; the zero rows of a padded tile belong to no document). A document cut by a block
+  end (:func:`scan_rows`) gets one partial maximum per block, and the maximum of those: the
+  same bits as the maximum of all its rows at once.
 * The sum over query vectors runs in one fixed order (``b[0] + b[1] + ... + b[n_q - 1]``,
   elementwise over documents), independent of how many documents are scored together.
 
-Work is split into blocks of whole documents (about :data:`BLOCK_VALUES` floats of rows, so a
-block stays in a core's cache) and spread over the single-threaded scoring workers
-(:mod:`latewise.scoring._workers`); tiles and similarity blocks are per-thread scratch
-buffers, reused by later calls. The kernel runs on the CPU (inputs on other devices are copied).
+Documents stored flat (:func:`maxsim_flat`, the public :func:`~latewise.scoring.maxsim`) are
+walked in blocks of :func:`block_rows` rows (about :data:`BLOCK_VALUES` floats, whole tiles, so
+a block stays in a core's cache) that start at multiples of the block size and cut documents
+wherever they fall: every tile but the corpus's last is full and multiplied in place, with no
+padding. Documents materialised a block at a time (:func:`maxsim_blocks`: float16, residual
+codes) are walked in blocks of whole documents ending where their last tile is fullest. Blocks
+are spread over the single-threaded scoring workers (:mod:`latewise.scoring._workers`); tiles
+and similarity blocks are per-thread scratch buffers, reused by later calls. The kernel runs on
+the CPU (inputs on other devices are copied).
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ __all__ = [
     "query_matrix",
     "row_starts",
     "scan_blocks",
+    "scan_rows",
     "sum_best",
     "tile_similarities",
     "top_k",
@@ -72,18 +83,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Document rows per GEMM tile. Every tile has exactly this many rows (see the module docstring).
-TILE_ROWS = 256
+TILE_ROWS = 1_024
 #: A query's columns in the GEMM are padded to a multiple of this (zero columns). A query's
 #: similarities are then the same bits alone or stacked with other queries (measured on 1 and 2
 #: threads, stacks of up to 2,240 columns, dims 7-320), so a batch shares each tile's GEMM.
 QUERY_COLUMNS = 16
 #: A batch of queries is stacked into GEMMs of at most about this many columns.
 MAX_COLUMNS = 1_024
-#: Floats of document rows per block (2 MiB of float32): a block stays in a core's L2/L3 cache,
-#: and blocks are few enough that dispatching them costs little.
-BLOCK_VALUES = 1 << 19
+#: Floats of document rows per block (4 MiB of float32, 8,192 rows at dim 128): a block stays in
+#: a core's L3 cache, and blocks are few enough that dispatching them costs little (measured:
+#: 8,192 rows ~3% faster than 4,096, ~20% faster than 1,024 for one query).
+BLOCK_VALUES = 1 << 20
 #: Operands whose address is a multiple of this are multiplied in place (torch allocates at it).
 _ALIGN = 64
+_ALIGN_FLOATS = _ALIGN // 4
 _CPU = torch.device("cpu")
 
 #: ``fetch(a, b, r0, r1)``: documents ``a..b-1`` (rows ``r0..r1-1`` laid end to end).
@@ -115,16 +128,17 @@ def tile_similarities(
     """``qm @ rows.T``: float32 ``[columns, len(rows)]`` (a view of ``scratch``), computed one
     fixed-size tile of :data:`TILE_ROWS` rows at a time (``qm`` from :func:`query_matrix`).
 
-    Full tiles of float32, contiguous, aligned rows are multiplied in place; anything else
-    (the last partial tile, other dtypes, unaligned views) is first copied into a zero-padded
-    aligned tile. Either way the GEMM has the same shape and alignment (its output goes to an
-    aligned scratch tile, then is copied out), so every row's similarities are the same bits
-    wherever the row sits.
+    Full tiles of float32, contiguous, aligned rows are multiplied in place, straight into
+    their columns of the result (a view whose rows start 64-byte aligned); anything else (the
+    last partial tile, other dtypes, unaligned views) is first copied into a zero-padded aligned
+    tile. Either way the GEMM has the same shape, so every row's similarities are the same bits
+    wherever the row sits (measured: whatever the row's position in the tile, the tile's other
+    rows, the result's row stride and offset, on 1 and 2 threads).
     """
     n_rows, dim = rows.shape
     width = qm.shape[0]
-    sim = scratch.get(name, (width, n_rows), torch.float32, _CPU)
-    product = scratch.get("product", (width, TILE_ROWS), torch.float32, _CPU)
+    stride = -(-n_rows // _ALIGN_FLOATS) * _ALIGN_FLOATS  # every result row 64-byte aligned
+    sim = scratch.get(name, (width, stride), torch.float32, _CPU)[:, :n_rows]
     done = 0
     if (
         n_rows >= TILE_ROWS
@@ -135,27 +149,27 @@ def tile_similarities(
         # Every full tile of aligned rows is aligned too (a tile is TILE_ROWS * dim * 4 bytes,
         # a multiple of 64): multiply them in place.
         done = n_rows // TILE_ROWS * TILE_ROWS
-        for t, src in zip(
-            range(0, done, TILE_ROWS), torch.split(rows[:done], TILE_ROWS), strict=True
-        ):
-            torch.mm(qm, src.t(), out=product)
-            sim[:, t : t + TILE_ROWS].copy_(product)
+        for t in range(0, done, TILE_ROWS):
+            torch.mm(qm, rows[t : t + TILE_ROWS].t(), out=sim[:, t : t + TILE_ROWS])
     if done < n_rows:
         tile = scratch.get("tile", (TILE_ROWS, dim), torch.float32, _CPU)
+        product = scratch.get("product", (width, TILE_ROWS), torch.float32, _CPU)
         for t in range(done, n_rows, TILE_ROWS):
             m = min(TILE_ROWS, n_rows - t)
             tile[:m].copy_(rows[t : t + m])
             if m < TILE_ROWS:
                 tile[m:].zero_()
-            torch.mm(qm, tile.t(), out=product)
-            sim[:, t : t + m].copy_(product[:, :m])
+                torch.mm(qm, tile.t(), out=product)
+                sim[:, t : t + m].copy_(product[:, :m])
+            else:
+                torch.mm(qm, tile.t(), out=sim[:, t : t + TILE_ROWS])
     return sim
 
 
 def block_best(sim: torch.Tensor, starts: np.ndarray) -> np.ndarray:
-    """``out[j, k]``: the maximum of row ``j`` of ``sim`` (``[columns, rows]``) over document
-    ``k``'s columns (``starts[k]`` up to the next start, or the end), as ``[columns, n_docs]``:
-    exact, whatever the order (``numpy.maximum.reduceat`` along contiguous rows)."""
+    """``out[j, k]``: the maximum of row ``j`` of ``sim`` (``[columns, rows]``, each row
+    contiguous) over document ``k``'s columns (``starts[k]`` up to the next start, or the end),
+    as ``[columns, n_docs]``: exact, whatever the order (``numpy.maximum.reduceat``)."""
     return np.maximum.reduceat(sim.numpy(), starts, axis=1)
 
 
@@ -175,13 +189,20 @@ def row_starts(counts: Sequence[int]) -> list[int]:
     return starts
 
 
-def document_blocks(starts: list[int], rows: int) -> list[tuple[int, int]]:
-    """Ranges ``(a, b)`` of whole documents of about ``rows`` rows each (a longer document
-    gets a block of its own)."""
+def document_blocks(starts: list[int], rows: int, tile: int = 1) -> list[tuple[int, int]]:
+    """Ranges ``(a, b)`` of whole documents of at most about ``rows`` rows each (a longer
+    document gets a block of its own).
+
+    With ``tile > 1`` a block ends, among the document boundaries between half and all of
+    ``rows``, where its last ``tile``-row tile is fullest (the least zero padding).
+    """
     blocks: list[tuple[int, int]] = []
     a, n = 0, len(starts) - 1
     while a < n:
         b = min(n, max(a + 1, bisect_right(starts, starts[a] + rows) - 1))
+        if tile > 1 and b < n:
+            lo = max(a + 1, bisect_right(starts, starts[a] + rows // 2) - 1)
+            b = min(range(lo, b + 1), key=lambda e: ((starts[a] - starts[e]) % tile, -e))
         blocks.append((a, b))
         a = b
     return blocks
@@ -197,16 +218,22 @@ def scan_blocks(
     counts: Sequence[int],
     rows: int,
     similarities: Callable[[int, int, int, int, Scratch], torch.Tensor],
+    *,
+    tile: int = 1,
 ) -> torch.Tensor:
-    """Sum over query vectors of each document's best similarity, a block at a time.
+    """Sum over query vectors of each document's best similarity, a block of whole documents
+    at a time (for documents that are materialised a block at a time).
 
     Args:
         n_q: query vectors.
         counts: each document's number of rows (all ``>= 1``).
         rows: about this many rows per block (whole documents).
         similarities: ``similarities(a, b, r0, r1, scratch)``: float32 ``[>= n_q, r1 - r0]``
-            contiguous similarities of the query vectors (its first ``n_q`` rows) to the rows
-            of documents ``a..b-1`` (may live in ``scratch``, the running thread's buffers).
+            similarities of the query vectors (its first ``n_q`` rows) to the rows of documents
+            ``a..b-1``, each row contiguous (may live in ``scratch``, the running thread's
+            buffers).
+        tile: end blocks where their last tile of this many rows is fullest
+            (:func:`document_blocks`).
 
     Returns:
         float32 ``[len(counts)]``.
@@ -221,10 +248,82 @@ def scan_blocks(
         a, b = block
         r0, r1 = starts[a], starts[b]
         sim = similarities(a, b, r0, r1, SCRATCH.here())
-        best[:, a:b] = block_best(sim, first[a:b] - r0)[:n_q]
+        best[:, a:b] = block_best(sim[:n_q], first[a:b] - r0)
 
-    run_tasks(document_blocks(starts, rows), run, _CPU)
+    run_tasks(document_blocks(starts, rows, tile), run, _CPU)
     return sum_best(best)
+
+
+#: ``rows(r0, r1, scratch)``: rows ``r0..r1-1`` of the documents laid end to end.
+Rows = Callable[[int, int, Scratch], torch.Tensor]
+#: ``similarities(qm, rows, scratch)``: float32 ``[len(qm), len(rows)]``, each row contiguous.
+Similarities = Callable[[torch.Tensor, torch.Tensor, Scratch], torch.Tensor]
+
+
+def scan_rows(
+    qms: Sequence[torch.Tensor],
+    bounds: np.ndarray,
+    rows: int,
+    fetch: Rows,
+    similarities: Similarities = tile_similarities,
+) -> list[np.ndarray]:
+    """Each document's best similarity to every column of each query matrix, over blocks of
+    ``rows`` rows that cut documents wherever a block ends.
+
+    Block ``k`` holds rows ``k * rows`` up to ``(k + 1) * rows`` of the documents laid end to
+    end (with ``rows`` a multiple of :data:`TILE_ROWS` every tile but the very last is full and
+    multiplied in place). A document cut by block ends gets one partial maximum per block it
+    overlaps, and its maximum is the maximum of those: exact, so the same bits as the maximum
+    over all its rows at once, as long as every row's similarities are the same bits wherever
+    the row sits (:func:`tile_similarities`).
+
+    Args:
+        qms: query matrices (:func:`query_matrix`), all scored against each block while it is
+            in the core's cache.
+        bounds: int64 ``[n_docs + 1]``: document ``d`` is rows ``bounds[d]..bounds[d+1]-1``
+            (increasing: every document has a row).
+        rows: rows per block.
+        fetch: ``fetch(r0, r1, scratch)``: the rows ``r0..r1-1`` (any float dtype).
+        similarities: the kernel's :func:`tile_similarities` (or the non-exact bfloat16 one).
+
+    Returns:
+        One float32 ``[len(qm), n_docs]`` array per query matrix.
+    """
+    n_docs = len(bounds) - 1
+    total = int(bounds[-1])
+    best = [np.empty((qm.shape[0], n_docs), dtype=np.float32) for qm in qms]
+    spans = [(r0, min(total, r0 + rows)) for r0 in range(0, total, rows)]
+    # carried[k]: (document, partial maxima per query matrix) of the document that block k
+    # continues (it started in an earlier block); merged once every block is done.
+    carried: list[tuple[int, list[np.ndarray]] | None] = [None] * len(spans)
+
+    def run(k: int) -> None:
+        r0, r1 = spans[k]
+        d0 = int(np.searchsorted(bounds, r0, side="right")) - 1  # the document holding r0
+        d1 = int(np.searchsorted(bounds, r1, side="left"))  # documents d0..d1-1 overlap
+        local = bounds[d0:d1] - r0
+        cut = bool(local[0] < 0)
+        local[0] = 0
+        scratch = SCRATCH.here()
+        block = fetch(r0, r1, scratch)
+        heads = []
+        for qm, into in zip(qms, best, strict=True):
+            maxima = block_best(similarities(qm, block, scratch), local)
+            if cut:
+                heads.append(maxima[:, 0].copy())
+                into[:, d0 + 1 : d1] = maxima[:, 1:]
+            else:
+                into[:, d0:d1] = maxima
+        if cut:
+            carried[k] = (d0, heads)
+
+    run_tasks(range(len(spans)), run, _CPU)
+    for item in carried:
+        if item is not None:
+            d, heads = item
+            for into, head in zip(best, heads, strict=True):
+                np.maximum(into[:, d], head, out=into[:, d])
+    return best
 
 
 def _check_query(query: Any, dim: int | None = None) -> None:
@@ -278,7 +377,7 @@ def maxsim_blocks(
         fetch: ``fetch(a, b, r0, r1)`` returns documents ``a..b-1`` (rows ``r0..r1-1`` of the
             documents laid end to end) as a ``[r1 - r0, dim]`` tensor (float32 or any float
             dtype, converted tile by tile).
-        block_values: floats per block (default 2 MiB worth).
+        block_values: floats per block (default 4 MiB worth).
 
     Returns:
         float32 ``[len(counts)]`` scores.
@@ -296,7 +395,8 @@ def maxsim_blocks(
             )
         return tile_similarities(qt, rows.to(_CPU), scratch)
 
-    return scan_blocks(n_q, counts, block_rows(qt.shape[1], block_values), similarities)
+    rows = block_rows(qt.shape[1], block_values)
+    return scan_blocks(n_q, counts, rows, similarities, tile=TILE_ROWS)
 
 
 def maxsim_flat(query: torch.Tensor, vectors: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -315,8 +415,13 @@ def maxsim_flat(query: torch.Tensor, vectors: torch.Tensor, offsets: torch.Tenso
         InvalidInputError, InvalidInputTypeError, EmptyInputError, DimensionMismatchError:
             malformed inputs.
     """
-    counts = _check_flat(query, vectors, offsets)
-    return maxsim_blocks(query, counts, lambda a, b, r0, r1: vectors[r0:r1])
+    _check_flat(query, vectors, offsets)
+    qt = query_matrix([query])
+    bounds = offsets.detach().to(device=_CPU, dtype=torch.int64).numpy()
+    best = scan_rows(
+        [qt], bounds, block_rows(qt.shape[1]), lambda r0, r1, _: vectors[r0:r1].to(_CPU)
+    )
+    return sum_best(best[0][: query.shape[0]])
 
 
 def maxsim_flat_matches(
@@ -344,7 +449,7 @@ def maxsim_flat_matches(
             matches[k] = values[:n_q, s:e].argmax(axis=1)
         return sim
 
-    scores = scan_blocks(n_q, counts, block_rows(qt.shape[1]), similarities)
+    scores = scan_blocks(n_q, counts, block_rows(qt.shape[1]), similarities, tile=TILE_ROWS)
     return scores, torch.from_numpy(matches)
 
 

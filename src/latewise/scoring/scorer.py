@@ -1,10 +1,12 @@
 """The public :func:`maxsim`: many queries against a corpus, through the exact kernel.
 
 Every float32 score here is the kernel's (:mod:`latewise.scoring.exact`): the corpus is walked
-in blocks of whole documents (read in place, or gathered for ``doc_indices``), each block on a
-single-threaded scoring worker, and every query of the call is scored against a block while it
-is in that core's cache. So ``maxsim(q, docs)[0, j]`` is bit-identical to
-``maxsim_flat(q, docs[j], ...)``, to the index's second stage and to explanations.
+in tile-aligned blocks of rows (:func:`~latewise.scoring.exact.scan_rows`; read in place, or
+gathered for ``doc_indices``), each block on a single-threaded scoring worker, and every query
+of the call is scored against a block while it is in that core's cache; a document cut by a
+block end takes the maximum of its partial maxima. So ``maxsim(q, docs)[0, j]`` is
+bit-identical to ``maxsim_flat(q, docs[j], ...)``, to the index's second stage and to
+explanations.
 
 ``dtype=torch.bfloat16`` is a documented *non-exact* fast option: the GEMM runs in bfloat16 on
 a cached bfloat16 copy of the corpus (2-3x the float32 rate on CPUs with bf16 units, scores
@@ -17,20 +19,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from latewise.errors import DimensionMismatchError, InvalidInputError, InvalidInputTypeError
-from latewise.scoring._workers import SCRATCH, Scratch, run_tasks
+from latewise.scoring._workers import SCRATCH, Scratch
 from latewise.scoring.exact import (
     MAX_COLUMNS,
-    block_best,
     block_rows,
     check_k,
-    document_blocks,
     query_columns,
     query_matrix,
-    row_starts,
+    scan_rows,
     sum_best,
     tile_similarities,
     top_k,
@@ -40,6 +39,7 @@ from latewise.scoring.packed import (
     VectorsLike,
     _as_packed,
     _check_indices,
+    offsets_of,
     run_rows,
 )
 
@@ -77,8 +77,10 @@ class MaxSimScorer:
             with bf16 units, scores within ~1e-2). Default: bfloat16 for a bfloat16 corpus,
             float32 otherwise.
         chunk_tokens: document rows per block (a block's similarities take ``chunk_tokens x
-            query rows`` floats; a longer document is a block of its own). Default: 2 MiB of
-            rows (4,096 at dim 128), fewer for batches of queries (similarities of at most 2 MiB).
+            query rows`` floats; blocks cut documents, whose partial maxima are merged
+            exactly). Default: 4 MiB of rows (8,192 at dim 128), fewer for batches of queries
+            (similarities of about 2 MiB), always whole tiles of 1,024 rows; other values cost
+            a zero-padded tile per block.
 
     Example:
         >>> corpus = PackedVectors.from_list([torch.randn(30, 16) for _ in range(100)])
@@ -187,49 +189,38 @@ class MaxSimScorer:
                 f"out must be a float32 CPU tensor of shape {(len(q), n_cols)}, got "
                 f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}"
             )
-        lengths = docs.lengths.cpu()
-        starts = docs.offsets[:-1].cpu()
-        if idx is not None:
-            lengths, starts = lengths.index_select(0, idx), starts.index_select(0, idx)
-        counts = lengths.tolist()
-        bounds = row_starts(counts)
-        first = np.asarray(bounds[:-1], dtype=np.int64)
         source = self._source()
         exact = self.dtype == torch.float32
+        if idx is None:
+            bounds = docs.offsets.to(_CPU).numpy()
+
+            def fetch(r0: int, r1: int, scratch: Scratch) -> torch.Tensor:
+                return source[r0:r1]
+
+        else:
+            lengths = docs.lengths.cpu().index_select(0, idx)
+            bounds = offsets_of(lengths).numpy()
+            index = run_rows(docs.offsets[:-1].cpu().index_select(0, idx), lengths)
+
+            def fetch(r0: int, r1: int, scratch: Scratch) -> torch.Tensor:
+                rows = scratch.get("gather", (r1 - r0, docs.dim), source.dtype, _CPU)
+                return torch.index_select(source, 0, index[r0:r1], out=rows)
+
         items = [t.to(_CPU) for t in q.to_list()]
         groups = _stacks(items)
         qts = [query_matrix(items[g0:g1]) for g0, g1 in groups]
         if not exact:
             qts = [qt.to(torch.bfloat16) for qt in qts]
-        best = [np.empty((t.shape[0], n_cols), dtype=np.float32) for t in items]
-
-        def run(block: tuple[int, int]) -> None:
-            a, b = block
-            r0, r1 = bounds[a], bounds[b]
-            scratch = SCRATCH.here()
-            if idx is None:
-                rows = source[r0:r1]
-            else:
-                rows = scratch.get("gather", (r1 - r0, docs.dim), source.dtype, _CPU)
-                torch.index_select(source, 0, run_rows(starts[a:b], lengths[a:b]), out=rows)
-            local = first[a:b] - r0
-            for (g0, g1), qt in zip(groups, qts, strict=True):
-                if exact:
-                    sim = tile_similarities(qt, rows, scratch)
-                else:
-                    sim = _bf16_similarities(qt, rows, scratch)
-                maxima = block_best(sim, local)
-                off = 0
-                for i in range(g0, g1):
-                    n_q = items[i].shape[0]
-                    best[i][:, a:b] = maxima[off : off + n_q]
-                    off += query_columns(n_q)
-
         widest = max(int(qm.shape[0]) for qm in qts)
         rows = self.chunk_tokens or min(block_rows(docs.dim), block_rows(widest, _SIM_VALUES))
-        run_tasks(document_blocks(bounds, rows), run, _CPU)
-        for i, into in enumerate(best):
-            out[i] = sum_best(into)
+        similarities = tile_similarities if exact else _bf16_similarities
+        maxima = scan_rows(qts, bounds, rows, fetch, similarities)
+        for (g0, g1), best in zip(groups, maxima, strict=True):
+            off = 0
+            for i in range(g0, g1):
+                n_q = items[i].shape[0]
+                out[i] = sum_best(best[off : off + n_q])
+                off += query_columns(n_q)
         return out
 
     def top_k(
@@ -315,8 +306,8 @@ def maxsim(
             units, scores within ~1e-2 - not exact (use :meth:`MaxSimScorer.top_k` for a
             ranking with exact values). Default: bfloat16 for bfloat16 documents, else float32.
         chunk_tokens: document rows per block, which bounds similarity memory to
-            ``chunk_tokens x query rows`` values per scoring thread (a longer document is a
-            block of its own).
+            ``chunk_tokens x query rows`` values per scoring thread (blocks cut documents;
+            their partial maxima are merged exactly).
         doc_indices: score only the documents at these indices (candidates), in this order,
             without copying the corpus.
 
