@@ -1,247 +1,343 @@
-"""Scale benchmark: a 50k-document compressed index — time by stage, bytes, latency, recall.
+"""Growth benchmark: how latewise's costs grow with the collection.
 
-Part 1 (storage and latency) indexes 50k synthetic 128-d multi-vector documents (50-300 vectors
-each, topical structure; see ``bench/index.py``) with 2-bit residual compression, and prints:
-indexing time split by stage (vector generation standing in for the encoder, pooling/prototypes/
-codec, Chroma writes), bytes per vector on disk (the Chroma folder) and in memory (the cached
-compressed vectors and the int8 first-stage prototypes; and the process's resident-memory growth),
-query latency p50/p95 and recall@10 against exact search.
+Collections of 10k, 50k and 200k documents (1M with ``--million``) are made from the real token
+vectors of ``bench/vectors.py`` (MiniLM over the bench's docstrings, 128-d): every synthetic
+document resamples one real document (so the real length distribution and topical structure),
+replaces a fifth of its tokens by tokens drawn from the whole corpus and perturbs every vector
+(cosine ~0.9 to its source), then is normalised and rounded to float16. The queries are the
+corpus's real queries. Documents are generated a chunk at a time and fed through
+``index.add_vectors``; the exact MaxSim top 10 of every query over the same float16 vectors is
+kept as a running top 10 while they are generated (numpy, float32), so memory stays bounded.
 
-Part 2 (recall on real vectors) encodes docstrings with the bundled MiniLM as a zero-shot ColBERT
-encoder, indexes them with the same settings and prints recall@10 of the default search against
-exact MaxSim over the same (compressed) vectors, and against exact MaxSim over uncompressed ones.
+For each size it prints: ingest seconds (``add_vectors`` only), disk bytes per vector, and, in a
+fresh process: open, open + first query (which reads every record and prototype into the
+in-memory view), resident memory after the warm queries, warm p50 / p95 and recall@10 vs exact
+(in-memory prototype scan), and the HNSW first stage forced by ``scan_bytes=1`` (what
+collections beyond ``scan_bytes`` use) with
+its p50 and recall; then each figure's growth against the smallest size beside the growth of
+the collection, and a one-line summary.
 
-The MiniLM index is fed through the normal streaming ``add``; the exact uncompressed reference is
-kept as a running top 10 while the documents are encoded, so memory stays bounded at 50k docs.
-
-    python bench/scale.py                     # 50k synthetic + 50k MiniLM docs (~50 min, 2 cores)
-    python bench/scale.py --minilm-docs 5000  # quicker: recall on 5k MiniLM docs
-    python bench/scale.py --docs 5000 --minilm-docs 1000 --skip-synthetic
+    python bench/scale.py                             # 10k, 50k, 200k (embedded folder)
+    python bench/scale.py --sizes 10000,50000         # what ran on the 2-core machine
+    python bench/scale.py --sizes 10000 --server 127.0.0.1:8000 --server-path DIR
+                                   # a `chroma run --path DIR` server (its folder: this only)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil
-import torch
+import numpy as np
 
-from bench._common import summary_line
-from bench.index import SyntheticEncoder, synthetic, text_corpus
-from latewise import LateInteractionIndex, load_encoder
-from latewise.encoders.base import Encoder
+from bench._common import cpu_model, load_average, summary_line
+from bench.store import folder_bytes, percentile, recall_at_10, vectors_encoder
+from bench.vectors import DIM, VectorSet, corpus_vectors
+
+#: Documents generated (and added, and scored exactly) at a time.
+CHUNK = 1000
+#: Of each synthetic document's tokens, the share replaced by tokens drawn from the corpus.
+SWAP = 0.2
+#: Norm of the Gaussian perturbation of each (unit) token vector: cosine ~0.9 to its source.
+NOISE = 0.45
 
 
-def disk_bytes(path: Path) -> int:
-    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+# -- the synthetic collection ------------------------------------------------------------------
 
 
-def latency_and_recall(
-    index: LateInteractionIndex, queries: list[torch.Tensor], n_exact: int
-) -> tuple[float, float, float, float]:
-    """Warm p50, p95, recall@10 and the first pass's p50 (vectors read from Chroma)."""
-    index.search_vectors(queries[:2], k=10)
-    cold = []
-    for q in queries:
-        t = time.perf_counter()
-        index.search_vectors([q], k=10)
-        cold.append(time.perf_counter() - t)
-    lat, approx = [], []
-    for q in queries:
-        t = time.perf_counter()
-        approx.append(index.search_vectors([q], k=10)[0])
-        lat.append(time.perf_counter() - t)
-    exact = index.search_vectors(queries[:n_exact], k=10, exact=True)
-    recall = statistics.mean(
-        len({h.id for h in a} & {h.id for h in e}) / max(1, len(e))
-        for a, e in zip(approx, exact, strict=False)
+@dataclass
+class Source:
+    """The real corpus the synthetic documents are resampled from."""
+
+    pool: np.ndarray  # every real document token, float32 [P, dim]
+    starts: np.ndarray  # each real document's first token in ``pool``
+    lengths: np.ndarray
+    texts: list[str]
+
+    @classmethod
+    def of(cls, vs: VectorSet) -> Source:
+        lengths = np.array([d.shape[0] for d in vs.docs], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return cls(np.concatenate(vs.docs).astype(np.float32), starts, lengths, vs.texts)
+
+
+def chunks(src: Source, n_docs: int, seed: int = 0) -> Iterator[tuple[list[np.ndarray], list[str]]]:
+    """The ``n_docs`` synthetic documents, ``CHUNK`` at a time: ``(float16 vectors, texts)``.
+    Chunk ``c`` depends only on ``(seed, c)``, so every size is a prefix of the larger ones."""
+    for c, first in enumerate(range(0, n_docs, CHUNK)):
+        rng = np.random.default_rng((seed, c))
+        which = rng.integers(0, len(src.lengths), size=min(CHUNK, n_docs - first))
+        lengths = src.lengths[which]
+        total = int(lengths.sum())
+        run_start = np.repeat(
+            src.starts[which] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths
+        )
+        index = run_start + np.arange(total)
+        swap = rng.random(total) < SWAP
+        index[swap] = rng.integers(0, len(src.pool), size=int(swap.sum()))
+        flat = src.pool[index] + rng.standard_normal((total, DIM)).astype(np.float32) * (
+            NOISE / np.sqrt(DIM)
+        )
+        flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+        docs = np.split(flat.astype(np.float16), np.cumsum(lengths)[:-1])
+        yield docs, [src.texts[j] for j in which]
+
+
+class ExactTop:
+    """The running exact MaxSim top 10 of every query over the documents seen so far."""
+
+    def __init__(self, queries: list[np.ndarray], k: int = 10) -> None:
+        self.k = k
+        self.q = np.concatenate(queries).astype(np.float32)
+        self.q_starts = np.concatenate([[0], np.cumsum([q.shape[0] for q in queries])[:-1]])
+        self.scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        self.ids = np.full((len(queries), k), -1, dtype=np.int64)
+        self.seen = 0
+
+    def update(self, docs: list[np.ndarray], step: int = 250) -> None:
+        for s in range(0, len(docs), step):
+            part = docs[s : s + step]
+            lengths = np.array([d.shape[0] for d in part])
+            flat = np.concatenate(part).astype(np.float32)
+            sims = self.q @ flat.T  # [query vectors, tokens]
+            per_doc = np.maximum.reduceat(
+                sims, np.concatenate([[0], np.cumsum(lengths)[:-1]]), axis=1
+            )
+            scores = np.add.reduceat(per_doc, self.q_starts, axis=0)  # [queries, docs]
+            ids = np.broadcast_to(self.seen + np.arange(len(part)), scores.shape)
+            all_scores = np.concatenate([self.scores, scores], axis=1)
+            all_ids = np.concatenate([self.ids, ids], axis=1)
+            # best k by score, equal scores in id order (as latewise breaks ties)
+            order = np.lexsort((all_ids, -all_scores), axis=1)[:, : self.k]
+            self.scores = np.take_along_axis(all_scores, order, axis=1)
+            self.ids = np.take_along_axis(all_ids, order, axis=1)
+            self.seen += len(part)
+
+
+# -- a fresh process: open, first query, load, warm queries ------------------------------------
+
+
+def probe(where: str, collection: str, query_file: Path, exact_file: Path) -> dict[str, float]:
+    """Open the persisted collection in this (fresh) process and measure it."""
+    import psutil
+    import torch
+
+    from latewise import LateInteractionIndex
+    from latewise.store.client import make_client
+
+    with np.load(query_file) as saved:  # one array per query, in order (no pickles)
+        queries = [
+            torch.from_numpy(saved[f"q{i}"].astype(np.float32)) for i in range(len(saved.files))
+        ]
+    exact = np.load(exact_file)
+
+    def open_index(**kw: Any) -> Any:
+        if where.startswith("server="):
+            client = make_client(server=where.removeprefix("server="))
+            return LateInteractionIndex.open(collection, client=client, **kw)
+        return LateInteractionIndex.open(collection, path=where, **kw)
+
+    def timed(index: Any) -> tuple[list[float], list[list[int]]]:
+        for q in queries:  # candidates' vectors read from Chroma once
+            index.search_vectors([q], k=10)
+        lat, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            hits = index.search_vectors([q], k=10)[0]
+            lat.append(time.perf_counter() - t)
+            found.append([int(h.id[1:]) for h in hits])
+        return lat, found
+
+    t0 = time.perf_counter()
+    index = open_index()
+    t1 = time.perf_counter()
+    first = index.search_vectors([queries[0]], k=10)[0]
+    t2 = time.perf_counter()
+    lat, found = timed(index)
+    out = {
+        "open_s": t1 - t0,
+        "first_s": t2 - t1,
+        "first_recall": recall_at_10([[int(h.id[1:]) for h in first]], exact[:1]),
+        "rss": psutil.Process().memory_info().rss,
+        "resident": sum(index.view.memory().values()),
+        "p50": percentile(lat, 0.5),
+        "p95": percentile(lat, 0.95),
+        "recall": recall_at_10(found, exact),
+    }
+    del index
+    hnsw = open_index(scan_bytes=1)
+    lat, found = timed(hnsw)
+    out.update(
+        hnsw_p50=percentile(lat, 0.5),
+        hnsw_p95=percentile(lat, 0.95),
+        hnsw_recall=recall_at_10(found, exact),
     )
-    lat.sort()
-    cold.sort()
-    p50, p95 = lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.95)] * 1e3
-    return p50, p95, recall, cold[len(cold) // 2] * 1e3
+    return out
 
 
-def part1(args: argparse.Namespace) -> dict[str, Any]:
-    proc = psutil.Process()
-    docs, queries = synthetic(args.docs, args.queries)
-    n_vectors = sum(d.shape[0] for d in docs)
-    print(
-        f"[synthetic] {args.docs} docs, {n_vectors} vectors x 128 ({n_vectors / args.docs:.0f}/doc)"
-    )
+def run_probe(
+    where: str, collection: str, queries: list[np.ndarray], exact: np.ndarray
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "db"
-        index = LateInteractionIndex(
-            SyntheticEncoder(docs, 128),
-            path=path,
-            collection="scale",
-            compression=args.compression,
-            batch_size=args.batch_size,
+        qf, ef = Path(tmp) / "q.npz", Path(tmp) / "exact.npy"
+        np.savez(qf, **{f"q{i}": q for i, q in enumerate(queries)})
+        np.save(ef, exact)
+        import latewise
+
+        env = dict(os.environ)
+        src = str(Path(latewise.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        out = subprocess.run(
+            [sys.executable, __file__, "--probe", where, collection, str(qf), str(ef)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
         )
-        start = time.perf_counter()
-        index.add(
-            [f"syn:{i}" for i in range(len(docs))],
-            ids=[f"d{i}" for i in range(len(docs))],
-            show_progress_bar=args.progress,
-        )
-        total = time.perf_counter() - start
-        w = index.written
-        print(
-            f"[synthetic] indexed in {total:.0f}s ({args.docs / total:.0f} docs/s): vectors "
-            f"{w.encode_seconds:.0f}s, prototypes/pooling/codec {w.prepare_seconds:.0f}s, "
-            f"Chroma writes {w.store_seconds:.0f}s; {w.rows} first-stage rows"
-        )
-        on_disk = disk_bytes(path)
-        del docs
-        # A fresh index object, as another process would open it: everything read from Chroma.
-        reopened = LateInteractionIndex(SyntheticEncoder([], 128), path=path, collection="scale")
-        rss0 = proc.memory_info().rss
-        p50, p95, recall, cold = latency_and_recall(reopened, queries, args.exact_queries)
-        mem = reopened.view.memory()
-        rss1 = proc.memory_info().rss
-        print(
-            f"[synthetic] on disk {on_disk / n_vectors:.1f} bytes/vector (Chroma folder, "
-            f"{on_disk / 2**20:.0f} MiB); in memory: full vectors "
-            f"{mem['vector_bytes'] / n_vectors:.1f} bytes/vector, first-stage prototypes "
-            f"{mem['prototype_bytes'] / n_vectors:.1f} bytes/vector, together "
-            f"{(mem['vector_bytes'] + mem['prototype_bytes']) / n_vectors:.1f}; process RSS grew "
-            f"{(rss1 - rss0) / n_vectors:.1f} bytes/vector while loading and searching"
-        )
-        print(
-            f"[synthetic] search p50 {p50:.1f} ms, p95 {p95:.1f} ms warm (first pass, vectors "
-            f"read from Chroma: p50 {cold:.1f} ms); recall@10 vs exact "
-            f"{recall:.3f} ({args.exact_queries} queries)"
-        )
-        return {
-            "cold": cold,
-            "p50": p50,
-            "p95": p95,
-            "recall": recall,
-            "mem": (mem["vector_bytes"] + mem["prototype_bytes"]) / n_vectors,
-            "vec_mem": mem["vector_bytes"] / n_vectors,
-            "disk": on_disk / n_vectors,
-            "docs_s": args.docs / total,
-        }
+    if out.returncode != 0:
+        raise RuntimeError(f"probe failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-class _ReferenceTap(Encoder):
-    """Encodes ``"syn:i"`` as ``texts[i]`` with MiniLM while the index asks for it, and keeps the
-    exact uncompressed MaxSim top 10 of every query over the documents encoded so far.
+# -- the benchmark -----------------------------------------------------------------------------
 
-    The index streams documents through its encoder a batch at a time, so the benchmark never
-    holds the corpus's float32 vectors (8 GB at 50k docstrings) to compute its reference.
-    """
 
-    def __init__(self, inner: Encoder, texts: list[str], queries: list[torch.Tensor]) -> None:
-        super().__init__("minilm-tap", device="cpu", batch_size=256)
-        self.inner, self.texts, self.queries = inner, texts, queries
-        self.top_scores = torch.full((len(queries), 10), float("-inf"))
-        self.top_ids = torch.full((len(queries), 10), -1, dtype=torch.long)
-        self.encode_seconds = self.reference_seconds = 0.0
+def build(
+    src: Source, n_docs: int, queries: list[np.ndarray], where: str, collection: str
+) -> dict[str, float]:
+    """Generate and add ``n_docs`` documents; the ingest seconds, vectors and exact top 10."""
+    from latewise import LateInteractionIndex
+    from latewise.store.client import make_client
 
-    @property
-    def dim(self) -> int:
-        return int(self.inner.dim)
-
-    def document_tokens(self, documents: Sequence[Any]) -> list[list[str]]:
-        return self.inner.document_tokens([self.texts[int(d[4:])] for d in documents])
-
-    def _encode_query_batch(self, queries: list[str]) -> list[torch.Tensor]:
-        return self.inner.encode_queries(queries)
-
-    def _encode_document_batch(self, documents: list[Any]) -> list[torch.Tensor]:
-        from latewise.scoring import maxsim
-
-        rows = [int(d[4:]) for d in documents]
+    if where.startswith("server="):
+        client = make_client(server=where.removeprefix("server="))
+        index = LateInteractionIndex(vectors_encoder(DIM), client=client, collection=collection)
+        if len(index):  # left by an earlier run
+            index.drop()
+            index = LateInteractionIndex(vectors_encoder(DIM), client=client, collection=collection)
+    else:
+        index = LateInteractionIndex(vectors_encoder(DIM), path=where, collection=collection)
+    exact = ExactTop(queries)
+    ingest, n_vec, done = 0.0, 0, 0
+    for docs, texts in chunks(src, n_docs):
+        exact.update(docs)
         t = time.perf_counter()
-        vectors = self.inner.encode_documents([self.texts[i] for i in rows])
-        t2 = time.perf_counter()
-        self.encode_seconds += t2 - t
-        scores = torch.cat([self.top_scores, maxsim(self.queries, vectors)], dim=1)
-        ids = torch.cat([self.top_ids, torch.tensor(rows).expand(len(self.queries), -1)], dim=1)
-        self.top_scores, order = scores.topk(10, dim=1)
-        self.top_ids = ids.gather(1, order)
-        self.reference_seconds += time.perf_counter() - t2
-        return vectors
-
-
-def part2(args: argparse.Namespace) -> dict[str, Any]:
-    encoder = load_encoder("minilm")
-    texts, qtexts, _ = text_corpus(args.minilm_docs, args.minilm_queries)
-    queries = encoder.encode_queries(qtexts)
-    tap = _ReferenceTap(encoder, texts, queries)
-    with tempfile.TemporaryDirectory() as tmp:
-        index = LateInteractionIndex(
-            tap, path=Path(tmp) / "db", collection="minilm", compression=args.compression
-        )
-        t = time.perf_counter()
-        index.add(
-            [f"syn:{i}" for i in range(len(texts))],
-            ids=[f"d{i}" for i in range(len(texts))],
-            show_progress_bar=args.progress,
-        )
-        total = time.perf_counter() - t
-        store = total - tap.encode_seconds - tap.reference_seconds
-        print(
-            f"[minilm] indexed {len(texts)} docs in {total:.0f}s: MiniLM encoding "
-            f"{tap.encode_seconds:.0f}s, store {store:.0f}s "
-            f"(and {tap.reference_seconds:.0f}s for the benchmark's exact reference)"
-        )
-        p50, p95, recall, cold = latency_and_recall(index, queries, len(queries))
-        approx = index.search_vectors(queries, k=10)
-        recall_raw = statistics.mean(
-            len({h.id for h in a} & {f"d{i}" for i in u.tolist()}) / 10
-            for a, u in zip(approx, tap.top_ids, strict=True)
-        )
-    print(
-        f"[minilm] {len(texts)} docs, {args.compression}-bit: search p50 {p50:.1f} ms, p95 "
-        f"{p95:.1f} ms warm (first pass {cold:.1f} ms); recall@10 vs exact search of the same "
-        f"index {recall:.3f}, vs exact uncompressed MaxSim {recall_raw:.3f}"
-    )
-    return {"recall": recall, "recall_raw": recall_raw, "p50": p50}
+        index.add_vectors(docs, ids=[f"d{done + i}" for i in range(len(docs))], texts=texts)
+        ingest += time.perf_counter() - t
+        done += len(docs)
+        n_vec += sum(d.shape[0] for d in docs)
+        if done % (10 * CHUNK) == 0 or done == n_docs:
+            print(f"  {done}/{n_docs} documents added ({ingest:.0f} s ingest)", flush=True)
+    return {"ingest_s": ingest, "vectors": n_vec, "exact": exact.ids}  # type: ignore[dict-item]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=50_000)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--exact-queries", type=int, default=50)
-    parser.add_argument("--minilm-docs", type=int, default=50_000)
-    parser.add_argument("--minilm-queries", type=int, default=200)
-    parser.add_argument("--compression", type=int, default=2, choices=[1, 2, 4])
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--skip-minilm", action="store_true")
-    parser.add_argument("--skip-synthetic", action="store_true")
-    parser.add_argument("--progress", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,50000,200000")
+    parser.add_argument("--million", action="store_true", help="add 1,000,000 documents")
+    parser.add_argument("--source-docs", type=int, default=2000, help="real documents resampled")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--server", default=None, help="a Chroma server host:port")
+    parser.add_argument(
+        "--server-path", default=None, help="the server's --path (its disk is measured)"
+    )
+    parser.add_argument("--dir", default=None, help="where to build (default: a temp folder)")
+    parser.add_argument("--probe", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    if args.probe:
+        where, collection, qf, ef = args.probe
+        print(json.dumps(probe(where, collection, Path(qf), Path(ef))))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.million:
+        sizes.append(1_000_000)
+    vs = corpus_vectors(args.source_docs, args.queries)
+    src = Source.of(vs)
+    print(
+        f"source: {len(vs.docs)} real documents, {len(src.pool)} vectors "
+        f"({src.lengths.mean():.0f}/doc), {len(vs.queries)} queries; {vs.description}\n"
+        f"synthetic documents: one real document resampled, {SWAP:.0%} of its tokens swapped, "
+        f"noise {NOISE}; {'server ' + args.server if args.server else 'embedded folder'}; "
+        f"CPU {cpu_model()}, {os.cpu_count()} cores, load {load_average()}"
+    )
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lw-scale-"))
+    rows: dict[int, dict[str, float]] = {}
+    try:
+        for n in sizes:
+            collection = f"scale{n}"
+            path = root / collection
+            shutil.rmtree(path, ignore_errors=True)
+            where = f"server={args.server}" if args.server else str(path)
+            print(f"[{n} documents] generating and adding ...", flush=True)
+            built = build(src, n, vs.queries, where, collection)
+            row = {k: v for k, v in built.items() if k != "exact"}
+            disk_path = Path(args.server_path) if args.server_path else path
+            row["disk"] = (
+                float("nan") if args.server and not args.server_path else folder_bytes(disk_path)
+            )
+            row.update(run_probe(where, collection, vs.queries, built["exact"]))  # type: ignore[arg-type]
+            rows[n] = row
+            print(
+                f"[{n} documents] ingest {row['ingest_s']:.0f} s "
+                f"({n / row['ingest_s']:.0f} docs/s), "
+                f"disk {row['disk'] / row['vectors']:.0f} B/vector, open {row['open_s']:.2f} s + "
+                f"first query {row['first_s']:.2f} s (recall@10 {row['first_recall']:.2f}), "
+                f"RSS {row['rss'] / 2**20:.0f} MiB, p50 "
+                f"{row['p50'] * 1e3:.1f} ms, recall@10 {row['recall']:.3f}; HNSW first stage p50 "
+                f"{row['hnsw_p50'] * 1e3:.1f} ms, recall@10 {row['hnsw_recall']:.3f}; "
+                f"load {load_average()}",
+                flush=True,
+            )
+            if not args.dir and not args.server:
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if not args.dir:
+            shutil.rmtree(root, ignore_errors=True)
+    report(rows)
+
+
+def report(rows: dict[int, dict[str, float]]) -> None:
+    print(
+        f"\n{'docs':>9}{'vectors':>11}{'ingest s':>10}{'docs/s':>8}{'B/vec':>7}{'open s':>8}"
+        f"{'+1st q s':>10}{'RSS MiB':>9}{'p50 ms':>8}{'p95 ms':>8}{'rec@10':>8}"
+        f"{'HNSW p50':>10}{'rec@10':>8}"
+    )
+    for n, r in rows.items():
+        print(
+            f"{n:>9}{r['vectors']:>11.0f}{r['ingest_s']:>10.0f}{n / r['ingest_s']:>8.0f}"
+            f"{r['disk'] / r['vectors']:>7.0f}{r['open_s']:>8.2f}"
+            f"{r['open_s'] + r['first_s']:>10.2f}"
+            f"{r['rss'] / 2**20:>9.0f}{r['p50'] * 1e3:>8.1f}"
+            f"{r['p95'] * 1e3:>8.1f}{r['recall']:>8.3f}{r['hnsw_p50'] * 1e3:>10.1f}"
+            f"{r['hnsw_recall']:>8.3f}"
+        )
     items: dict[str, str] = {}
-    if not args.skip_synthetic:
-        r1 = part1(args)
-        items |= {
-            "docs": str(args.docs),
-            "p50": f"{r1['p50']:.0f}ms (first pass {r1['cold']:.0f}ms)",
-            "p95": f"{r1['p95']:.0f}ms",
-            "recall@10 (synthetic)": f"{r1['recall']:.3f}",
-            "memory/vector": f"{r1['mem']:.1f}B (vectors {r1['vec_mem']:.1f}B)",
-            "disk/vector": f"{r1['disk']:.0f}B",
-        }
-    if not args.skip_minilm:
-        r2 = part2(args)
-        items["MiniLM docs"] = str(args.minilm_docs)
-        items["MiniLM p50"] = f"{r2['p50']:.0f}ms"
-        items["recall@10 (MiniLM)"] = f"{r2['recall']:.3f}"
-        items["vs uncompressed"] = f"{r2['recall_raw']:.3f}"
+    sizes = sorted(rows)
+    base = rows[sizes[0]]
+    for n in sizes[1:]:
+        r = rows[n]
+        items[f"{n}/{sizes[0]} docs"] = (
+            f"{n / sizes[0]:.1f}x: ingest {r['ingest_s'] / base['ingest_s']:.1f}x, open+1st "
+            f"{(r['open_s'] + r['first_s']) / (base['open_s'] + base['first_s']):.2f}x, "
+            f"RSS {r['rss'] / base['rss']:.1f}x, p50 "
+            f"{r['p50'] / base['p50']:.2f}x, HNSW p50 {r['hnsw_p50'] / base['hnsw_p50']:.2f}x"
+        )
+    big = rows[sizes[-1]]
+    rate = sizes[-1] / big["ingest_s"]
+    items["1M docs at the largest size's rate"] = f"~{1_000_000 / rate / 3600:.1f} h ingest"
     print(summary_line("bench/scale.py", items))
 
 

@@ -45,7 +45,10 @@ import numpy as np
 from bench._common import cpu_model, load_average, summary_line
 from bench.vectors import CACHE_DIR, DIM, VectorSet, corpus_vectors
 
-ALL_SYSTEMS = ("latewise", "latewise-2bit", "lancedb", "lancedb-ivfpq", "pylate")
+ALL_SYSTEMS = ("latewise", "latewise-hnsw", "latewise-2bit", "lancedb", "lancedb-ivfpq", "pylate")
+#: ``scan_bytes`` of the ``latewise-hnsw`` system: Chroma's HNSW first stage, as collections
+#: beyond ``scan_bytes`` use it, and as a process's first search uses it before its view loads.
+HNSW_SCAN_BYTES = 1
 
 
 # -- ground truth ------------------------------------------------------------------------------
@@ -152,16 +155,22 @@ def vectors_encoder(dim: int) -> Any:
 
 
 class Latewise(System):
-    def __init__(self, compression: int | None) -> None:
+    def __init__(self, compression: int | None, *, hnsw: bool = False) -> None:
         self.compression = compression
         self.name = "latewise" if compression is None else f"latewise-{compression}bit"
+        self.name += "-hnsw" if hnsw else ""
+        self.scan = {"scan_bytes": HNSW_SCAN_BYTES} if hnsw else {}
         self.index: Any = None
 
     def build(self, vs: VectorSet, path: Path) -> None:
         from latewise import LateInteractionIndex
 
         self.index = LateInteractionIndex(
-            vectors_encoder(DIM), path=path, collection="bench", compression=self.compression
+            vectors_encoder(DIM),
+            path=path,
+            collection="bench",
+            compression=self.compression,
+            **self.scan,
         )
         self.index.add_vectors(vs.docs, ids=[f"d{i}" for i in range(len(vs.docs))], texts=vs.texts)
 
@@ -259,6 +268,8 @@ class PyLatePlaid(System):
 def make(name: str) -> System:
     if name == "latewise":
         return Latewise(None)
+    if name == "latewise-hnsw":
+        return Latewise(None, hnsw=True)
     if name == "latewise-2bit":
         return Latewise(2)
     if name == "lancedb":
@@ -285,6 +296,44 @@ def available(name: str) -> str | None:
     return None
 
 
+# -- the Chroma floor --------------------------------------------------------------------------
+
+
+def chroma_floor(built: Path, path: Path) -> tuple[float, float, dict[str, int]]:
+    """Chroma's own time to store what latewise stored: every record of the latewise
+    collection in ``built`` (documents, first-stage rows, packed vectors, log) read back, then
+    added verbatim, with the same collection settings and batches of Chroma's largest size, to
+    a new folder ``path``. No latewise work is timed: ``(wall s, CPU s, rows per collection)``."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    src = chromadb.PersistentClient(str(built), settings=settings)
+    payloads = []
+    for listed in src.list_collections():
+        col = src.get_collection(listed if isinstance(listed, str) else listed.name)
+        got = col.get(include=["embeddings", "metadatas", "documents"])  # type: ignore[list-item]
+        payloads.append((col.name, col.configuration.get("hnsw"), col.metadata, got))
+    del src
+    dst = chromadb.PersistentClient(str(path), settings=settings)
+    step = dst.get_max_batch_size()
+    c0, t0 = time.process_time(), time.perf_counter()
+    for name, hnsw, meta, got in payloads:
+        col = dst.create_collection(
+            name, configuration={"hnsw": hnsw}, metadata=meta, embedding_function=None
+        )
+        for s in range(0, len(got["ids"]), step):
+            docs = got["documents"]
+            col.add(
+                ids=got["ids"][s : s + step],
+                embeddings=got["embeddings"][s : s + step],
+                metadatas=got["metadatas"][s : s + step] if any(got["metadatas"]) else None,
+                documents=docs[s : s + step] if docs and any(docs) else None,
+            )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, {name: len(got["ids"]) for name, _, _, got in payloads}
+
+
 # -- fresh-process open + first query ----------------------------------------------------------
 
 
@@ -297,8 +346,9 @@ def probe(name: str, path: Path, query_file: Path) -> dict[str, float]:
 
         from latewise import LateInteractionIndex
 
+        scan = {"scan_bytes": HNSW_SCAN_BYTES} if name.endswith("-hnsw") else {}
         t0 = time.perf_counter()
-        index = LateInteractionIndex(vectors_encoder(DIM), path=path, collection="bench")
+        index = LateInteractionIndex(vectors_encoder(DIM), path=path, collection="bench", **scan)
         t1 = time.perf_counter()
         index.search_vectors([torch.from_numpy(q.astype(np.float32))], k=10)
     elif name.startswith("lancedb"):
@@ -320,6 +370,25 @@ def probe(name: str, path: Path, query_file: Path) -> dict[str, float]:
         retriever.retrieve(queries_embeddings=[q.astype(np.float32)], k=10)
     t2 = time.perf_counter()
     return {"open_s": t1 - t0, "first_query_s": t2 - t1}
+
+
+def run_floor(built: Path, path: Path) -> Result:
+    """:func:`chroma_floor` in a fresh process (its own Chroma clients)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--floor", str(built), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        return Result("chroma floor", note=f"failed: {out.stderr.strip()[-300:]}")
+    wall, cpu, counts = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = ", ".join(f"{name.removeprefix('bench')}: {n}" for name, n in counts.items())
+    print(
+        f"[chroma floor] Chroma adds latewise's records itself ({rows}): {wall:.1f} s, "
+        f"CPU {cpu:.1f} s"
+    )
+    return Result("chroma floor", ingest_s=wall, ingest_cpu=cpu, note="floor")
 
 
 def run_probe(name: str, path: Path, q: np.ndarray) -> dict[str, float]:
@@ -376,11 +445,18 @@ def main() -> None:
         "--eval", type=int, default=None, help="use an evenly spaced subset of this many queries"
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the fresh-process open")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip Chroma's own add of latewise's records"
+    )
     parser.add_argument("--dir", default=None, help="where to build (default: a temp folder)")
     parser.add_argument(
         "--probe", nargs=3, metavar=("SYSTEM", "PATH", "QUERY"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--floor", nargs=2, metavar=("BUILT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor:
+        print(json.dumps(chroma_floor(Path(args.floor[0]), Path(args.floor[1]))))
+        return
     if args.probe:
         print(json.dumps(probe(args.probe[0], Path(args.probe[1]), Path(args.probe[2]))))
         return
@@ -450,6 +526,8 @@ def main() -> None:
         if not args.no_probe:
             for name in systems:
                 results[name].__dict__.update(run_probe(name, root / name, vs.queries[0]))
+        if "latewise" in systems and not args.no_floor:
+            results["chroma floor"] = run_floor(root / "latewise", root / "chroma-floor")
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
@@ -467,9 +545,11 @@ def report(results: dict[str, Result], vs: VectorSet, exact: np.ndarray, vec_byt
         f"{'1st q s':>9}"
     )
     metrics: dict[str, dict[str, float]] = {}
+    floor = results.get("chroma floor")
     for name, r in results.items():
         if r.note:
-            print(f"{name:<15}{r.note}")
+            if r is not floor or floor.note != "floor":
+                print(f"{name:<15}{r.note}")
             continue
         m = {
             "ingest": r.ingest_s,
@@ -505,6 +585,17 @@ def report(results: dict[str, Result], vs: VectorSet, exact: np.ndarray, vec_byt
             f"{m['open'] + m['first']:.2f}s"
         )
     lw, lw2, flat = metrics.get("latewise"), metrics.get("latewise-2bit"), metrics.get("lancedb")
+    if floor is not None and floor.note == "floor":
+        ref_s = f" = {floor.ingest_s / lw['ingest']:.2f}x latewise" if lw else ""
+        lance = f", LanceDB flat {flat['ingest']:.1f} s" if flat else ""
+        print(
+            f"{'chroma floor':<15}{floor.ingest_s:>10.1f}{'':>7}{floor.ingest_cpu:>8.1f}   "
+            f"(Chroma's own add of latewise's records{ref_s}{lance})"
+        )
+        if lw:
+            items["chroma floor/latewise ingest"] = f"{floor.ingest_s / lw['ingest']:.2f}"
+        if flat:
+            items["lancedb/chroma floor ingest"] = f"{flat['ingest'] / floor.ingest_s:.2f}"
     if lw and flat:
         items["lancedb/latewise ingest"] = f"{flat['ingest'] / lw['ingest']:.2f}"
         items["lancedb/latewise ingest CPU"] = f"{flat['cpu'] / lw['cpu']:.2f}"
