@@ -226,18 +226,14 @@ class LateInteractionIndex:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> list[str]:
-        """Add documents: texts, or (with a ColPali encoder) PIL images, image paths or
-        :class:`~latewise.types.PageRef` pages; returns their ids in input order.
+        """Add documents (texts; with a ColPali encoder PIL images, image paths or
+        :class:`~latewise.types.PageRef` pages); returns their ids in input order.
 
         The whole input is checked before anything is written. Documents whose id already holds
         the same content are skipped, so re-running an interrupted ``add`` completes it.
-
-        Args:
-            items: the documents.
-            ids: one id per document (default: derived from the content and metadata).
-            metadatas: one dict (or ``None``) per document: strings, numbers, booleans or lists
-                of them can be filtered on with ``where``; any JSON value is stored as given.
-            batch_size, show_progress_bar: documents encoded and written per batch; a bar.
+        ``ids`` default to ids derived from the content and metadata; ``metadatas`` hold one dict
+        (or ``None``) per document: strings, numbers, booleans or lists of them can be filtered
+        on with ``where``, any JSON value is stored as given.
 
         Raises:
             DuplicateIdError: an id given twice, or an id that already holds other content
@@ -376,18 +372,11 @@ class LateInteractionIndex:
         *,
         exact: bool = False,
     ) -> list[Hit]:
-        """The ``k`` best documents for ``query`` by MaxSim.
-
-        Args:
-            query, k: the query text; how many hits to return.
-            where: a Chroma metadata filter (``{"year": 2024}``, ``{"$and": [...]}``,
-                ``{"tag": {"$in": [...]}}``, ...), applied before ranking.
-            exact: score every (matching) document instead of the first stage's candidates.
-
-        Returns:
-            Hits, best first, with the exact MaxSim score and (``matches``) the document vector
-            each query vector matched.
-        """
+        """The ``k`` best documents for ``query`` by MaxSim, best first, each with its exact
+        score and (``matches``) the document vector each query vector matched. ``where``: a
+        Chroma metadata filter (``{"year": 2024}``, ``{"tag": {"$in": [...]}}``, ``{"$and":
+        [...]}``...) applied before ranking; ``exact``: score every (matching) document instead
+        of the first stage's candidates."""
         return self.search_batch([query], k=k, where=where, exact=exact)[0]
 
     async def asearch(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
@@ -432,17 +421,11 @@ class LateInteractionIndex:
         where: Mapping[str, Any] | None = None,
         exact: bool = False,
     ) -> list[Hit]:
-        """``k`` documents relevant to ``query`` and unlike each other: maximal marginal
-        relevance over the ``fetch_k`` best by MaxSim: the most relevant first, then each next
-        one maximising ``lambda_mult * relevance - (1 - lambda_mult) * (similarity to the closest
-        one chosen)``, relevance being MaxSim over the number of query vectors.
-
-        Args:
-            query: the query text, or its ``[n, dim]`` vectors from this index's encoder.
-            k, fetch_k: how many hits to return, and how many of the best to choose from.
-            lambda_mult: between 0 (diversity only) and 1 (relevance only).
-            where, exact: as in :meth:`search`.
-        """
+        """``k`` documents relevant to ``query`` (text, or its ``[n, dim]`` vectors) and unlike
+        each other: maximal marginal relevance over the ``fetch_k`` best by MaxSim, the most
+        relevant first, then each next one maximising ``lambda_mult * relevance - (1 -
+        lambda_mult) * (similarity to the closest one chosen)`` (relevance: MaxSim over the
+        number of query vectors; ``lambda_mult`` 0 is diversity only, 1 relevance only)."""
         import torch
 
         check_positive("k", k)
@@ -479,60 +462,42 @@ class LateInteractionIndex:
         errors: str = "collect",
         sync: bool = False,
     ) -> IngestReport:
-        """Index files and folders, streamed a batch at a time (see :mod:`latewise.engine.files`).
+        """Index files and folders (``paths``), streamed a batch at a time; returns the
+        :class:`~latewise.ingest.IngestReport` (files, failures, ``documents``, ``deleted``).
 
-        With an image encoder (ColPali) every PDF page and image becomes a document (images saved
-        in ``image_dir``); with a text encoder, text files and PDF text are cut into chunks with
-        the encoder's tokenizer. Documents get the metadata ``source``, ``file_name`` and
-        ``page`` or ``chunk``/``start``/``end`` (plus ``metadata``) and the ids
-        ``"<source>#page=N"`` / ``"<source>#chunk=N"``. Re-indexing a file skips unchanged
-        documents, replaces changed ones and deletes those it lost; with ``sync``, documents of
-        files under ``paths`` that no longer exist are deleted too.
-
-        Args:
-            paths: files and/or folders.
-            metadata: extra metadata for every document.
-            dpi, password: PDF rendering resolution; the password of encrypted PDFs.
-            recursive: search folders recursively.
-            chunk_size, chunk_overlap: text chunking in tokens (default: the encoder's length).
-            batch_size, show_progress_bar: as for :meth:`add` (the bar has an ETA).
-            errors: ``"collect"`` records unreadable files in the report and goes on;
-                ``"raise"`` stops at the first one.
-
-        Returns:
-            The :class:`~latewise.ingest.IngestReport` (files, pages/texts, failures,
-            ``documents`` written or confirmed, ``deleted``).
+        An image encoder (ColPali) makes a document of every PDF page and image (saved in
+        ``image_dir``); a text encoder, of every chunk of text (``chunk_size`` /
+        ``chunk_overlap`` tokens, default the encoder's length). Ids are ``"<source>#page=N"`` /
+        ``"<source>#chunk=N"``; metadata ``source``, ``file_name``, ``page`` or ``chunk`` /
+        ``start`` / ``end``, plus ``metadata``. Re-indexing skips unchanged documents, replaces
+        changed ones and deletes those a file lost; ``sync`` also deletes the documents of files
+        under ``paths`` that are gone. ``dpi`` / ``password``: PDF rendering; ``errors``:
+        ``"collect"`` (record unreadable files and go on) or ``"raise"``. See
+        :mod:`latewise.engine.files`.
         """
         from latewise.engine.files import index_files
 
+        read = {"dpi": dpi, "recursive": recursive, "password": password, "errors": errors}
+        size = batch_size or self.batch_size
         return index_files(
             self,
             paths,
             metadata=metadata,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
-            batch_size=batch_size or self.batch_size,
+            batch_size=size,
             show_progress_bar=show_progress_bar,
             sync=sync,
-            dpi=dpi,
-            recursive=recursive,
-            password=password,
-            errors=errors,
+            **read,
         )
 
     def explain(
         self, query: str, doc_id: str, out: str | Path | None = None, *, token: int | None = None
     ) -> Explanation:
-        """Why ``doc_id`` matches ``query``, from its stored vectors (the score is the one
-        :meth:`search` reports).
-
-        For a text: the document token each query token matched, with its similarity. For a page
-        image (ColPali): a similarity map per query token over the page's patch grid;
-        ``out="map.png"`` writes it as a heatmap (the mean over query tokens, or ``token``'s).
-
-        Raises:
-            DocumentNotFoundError: no document has that id.
-        """
+        """Why ``doc_id`` matches ``query``, from its stored vectors (with the score
+        :meth:`search` reports): for a text, the document token each query token matched; for a
+        page image, a similarity map per query token over the patch grid (``out="map.png"``
+        writes the mean's, or ``token``'s, heatmap). ``DocumentNotFoundError`` if no such id."""
         from latewise.explain import explain_record
 
         found = self.get([doc_id], include_vectors=True)
