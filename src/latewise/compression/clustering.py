@@ -15,12 +15,20 @@ import torch
 
 from latewise.errors import EmptyInputError, InvalidInputError
 
-__all__ = ["assign", "batched_kmeans", "kmeans"]
+__all__ = ["assign", "batched_kmeans", "first_argmax", "kmeans"]
 
 logger = logging.getLogger(__name__)
 
 #: Rows of the ``[chunk, k]`` score matrix computed at once during assignment.
 _ASSIGN_CHUNK_ELEMENTS = 1 << 20
+
+
+def first_argmax(scores: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[i]``: the column of row ``i``'s largest score (the first on ties, as
+    ``torch.argmax``): numpy's row argmax, ~4x faster than torch's on CPU for these shapes."""
+    import numpy as np
+
+    out.numpy()[:] = np.argmax(scores.numpy(), axis=1)
 
 
 def assign(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -43,7 +51,7 @@ def assign(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
         scores = buf[: block.shape[0]]
         # argmin ||x - c||^2 = argmax (x.c - ||c||^2 / 2)
         torch.addmm(half_sq, block, ct, beta=-1.0, out=scores)
-        torch.argmax(scores, dim=1, out=out[start : start + block.shape[0]])
+        first_argmax(scores, out[start : start + block.shape[0]])
     return out
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from latewise.compression.clustering import kmeans
+from latewise.compression.clustering import first_argmax, kmeans
 from latewise.compression.compressed import VALID_NBITS
 from latewise.errors import DimensionMismatchError, InvalidInputError, InvalidInputTypeError
 
@@ -121,7 +121,7 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
         block = x[start : start + chunk]
         scores = buf[: block.shape[0]]
         torch.matmul(block, ct, out=scores)
-        torch.argmax(scores, dim=1, out=out[start : start + block.shape[0]])
+        first_argmax(scores, out[start : start + block.shape[0]])
     return out
 
 
