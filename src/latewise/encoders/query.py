@@ -51,7 +51,7 @@ class QueryRuntime(Encoder):
 
     Instantiate:
         >>> enc = QueryRuntime.for_fingerprint(index.config["fingerprint"])  # doctest: +SKIP
-        >>> index = LateInteractionIndex.open("docs", encoder=enc)  # doctest: +SKIP
+        >>> index = LateInteractionIndex(enc, collection="docs")  # doctest: +SKIP
 
     Args:
         folder: a folder the torch encoder's ``export_query_runtime()`` wrote.
