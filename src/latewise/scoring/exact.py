@@ -8,7 +8,7 @@ and :func:`sum_best` here, so one (query, document) pair gets **bit-identical** 
 path scored it, with whatever other documents, on any number of threads. That holds because:
 
 * The similarities come from float32 GEMMs of **fixed-size tiles**: the same ``[columns, dim]``
-  query matrix times always exactly :data:`TILE_ROWS` (1,024) document rows (``query @
+  query matrix times always exactly :data:`TILE_ROWS` (2,048) document rows (``query @
   tile.T``; the last tile zero-padded), the tile 64-byte aligned, written straight into its
   columns of the block's similarities. MKL's per-element result depends on the shape (a
   product of 1, 2, 3 or 7 rows differs in the last bit from the same rows inside a larger one)
@@ -83,7 +83,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Document rows per GEMM tile. Every tile has exactly this many rows (see the module docstring).
-TILE_ROWS = 1_024
+TILE_ROWS = 2_048
 #: A query's columns in the GEMM are padded to a multiple of this (zero columns). A query's
 #: similarities are then the same bits alone or stacked with other queries (measured on 1 and 2
 #: threads, stacks of up to 2,240 columns, dims 7-320), so a batch shares each tile's GEMM.

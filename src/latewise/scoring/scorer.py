@@ -79,7 +79,7 @@ class MaxSimScorer:
         chunk_tokens: document rows per block (a block's similarities take ``chunk_tokens x
             query rows`` floats; blocks cut documents, whose partial maxima are merged
             exactly). Default: 4 MiB of rows (8,192 at dim 128), fewer for batches of queries
-            (similarities of about 2 MiB), always whole tiles of 1,024 rows; other values cost
+            (similarities of about 2 MiB), always whole tiles of 2,048 rows; other values cost
             a zero-padded tile per block.
 
     Example:
