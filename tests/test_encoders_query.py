@@ -18,7 +18,12 @@ import torch
 
 from latewise import BertEncoder, ColBERTEncoder, LateInteractionIndex, QueryRuntimeError
 from latewise.encoders import Encoder, load_encoder
-from latewise.encoders.query import QueryRuntime, runtime_dir
+from latewise.encoders.query import (
+    QueryRuntime,
+    find_query_runtime,
+    runtime_dir,
+    save_query_runtime,
+)
 
 pytest.importorskip("onnxruntime")
 
@@ -196,6 +201,28 @@ def test_missing_stale_and_foreign_runtimes_are_typed_errors(
     (folder / "query.json").write_text(json.dumps({**info, "format": 99}))
     with pytest.raises(QueryRuntimeError, match="format 99"):
         QueryRuntime(folder)
+
+
+def test_find_and_save_fall_back_to_the_model_with_a_reason(
+    st_bert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What search uses: ``None`` (load the model) when nothing was written, a warning when what
+    was written cannot be used; ``save_query_runtime`` writes it, or says why not."""
+    reference = BertEncoder(st_bert_dir)
+    assert find_query_runtime(reference.fingerprint) is None
+    folder = save_query_runtime(reference)
+    assert folder == runtime_dir(reference.fingerprint)
+    found = find_query_runtime(reference.fingerprint)
+    assert isinstance(found, QueryRuntime)
+    assert found.fingerprint == reference.fingerprint
+    assert save_query_runtime(found) is None  # a runtime has no query side to export
+    with caplog.at_level(logging.WARNING, logger="latewise"):
+        assert save_query_runtime(BertEncoder(st_bert_dir, compute_dtype="bfloat16")) is None
+        (folder / "tokenizer.json").write_text("{")
+        assert find_query_runtime(reference.fingerprint) is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("could not write the query runtime" in m for m in messages)
+    assert any("cannot use the query runtime" in m for m in messages)
 
 
 def test_only_the_torch_float32_encoder_exports(st_bert_dir: Path) -> None:

@@ -27,6 +27,7 @@ from latewise.store.client import DEFAULT_PATH, DEFAULT_PORT
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
+    from latewise.encoders import Encoder
     from latewise.index import LateInteractionIndex
 
 logger = logging.getLogger(__name__)
@@ -483,50 +484,25 @@ def open_collection(
     return target, known, open_index(target, collection, known, queries_only=queries_only)
 
 
-def query_runtime(config: Mapping[str, Any]) -> Any:
-    """The :class:`~latewise.encoders.query.QueryRuntime` written for the encoder of a
-    collection (its stored ``config``), or ``None`` (load the model): none written yet,
-    ONNX Runtime missing, or ``LATEWISE_QUERY_RUNTIME=torch``."""
+def query_runtime(config: Mapping[str, Any]) -> Encoder | None:
+    """The query runtime written for the encoder of a collection (its stored ``config``), or
+    ``None`` (load the model): see :func:`~latewise.encoders.query.find_query_runtime`;
+    ``LATEWISE_QUERY_RUNTIME=torch`` always loads the model."""
     fingerprint = config.get("fingerprint")
     if os.environ.get(QUERY_RUNTIME_ENV, "").strip().lower() == "torch" or not fingerprint:
         return None
-    from latewise.encoders.query import QueryRuntime, runtime_dir
+    from latewise.encoders.query import find_query_runtime
 
-    folder = runtime_dir(fingerprint)
-    if not (folder / "query.json").is_file():
-        return None
-    try:
-        return QueryRuntime.for_fingerprint(fingerprint)
-    except ImportError:
-        logger.info("ONNX Runtime is not installed; loading the model to encode the query")
-    except Exception as exc:  # a damaged or stale runtime: the model still answers
-        logger.warning("cannot use the query runtime in %s (%s); loading the model", folder, exc)
-    return None
+    return find_query_runtime(fingerprint)
 
 
 def save_query_runtime(index: LateInteractionIndex) -> None:
-    """Write the query runtime of the index's (loaded, text) encoder for the next ``search``,
-    if ONNX Runtime is installed; a failure is a warning, never the command's."""
-    from latewise.encoders.query import QueryRuntime
+    """Write the query runtime of the index's encoder for the next ``search``, if a model was
+    loaded (see :func:`~latewise.encoders.query.save_query_runtime`)."""
+    if index.encoder_loaded:  # nothing was encoded otherwise: no model to export from
+        from latewise.encoders.query import save_query_runtime as save
 
-    if not index.encoder_loaded:
-        return  # nothing was encoded: no model to export from
-    encoder = index.encoder
-    if isinstance(encoder, QueryRuntime) or encoder.modality != "text":
-        return
-    import importlib.util
-
-    if not all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime")):
-        logger.info("no query runtime written: it needs the onnx extra (onnx, onnxruntime)")
-        return
-    try:
-        encoder.export_query_runtime()
-    except Exception as exc:
-        logger.warning(
-            "could not write the query runtime of %s (%s); search loads the model instead",
-            encoder.model_id,
-            exc,
-        )
+        save(index.encoder)
 
 
 def note_loading(index: LateInteractionIndex, known: Mapping[str, Any] | None = None) -> None:

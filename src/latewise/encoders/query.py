@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "QueryRuntime", "runtime_dir"]
+__all__ = ["FORMAT", "QueryRuntime", "find_query_runtime", "runtime_dir", "save_query_runtime"]
 
 #: The layout of ``query.json`` this version writes and reads.
 FORMAT = 1
@@ -42,6 +42,45 @@ def runtime_dir(fingerprint: Mapping[str, Any]) -> Path:
     """The cache folder of the query runtime for an encoder ``fingerprint``."""
     key = json.dumps(dict(fingerprint), sort_keys=True, separators=(",", ":"))
     return cache_dir() / "query" / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def find_query_runtime(fingerprint: Mapping[str, Any]) -> QueryRuntime | None:
+    """The query runtime written for ``fingerprint``, or ``None`` when the model must answer:
+    none was written, ONNX Runtime is not installed, or the one written cannot be used (a
+    warning says why)."""
+    folder = runtime_dir(fingerprint)
+    if not (folder / "query.json").is_file():
+        return None
+    try:
+        return QueryRuntime.for_fingerprint(fingerprint)
+    except MissingDependencyError:
+        logger.info("ONNX Runtime is not installed; the model encodes the query")
+    except Exception as exc:  # damaged or stale (missing keys too): the model still answers
+        logger.warning("cannot use the query runtime in %s (%s); loading the model", folder, exc)
+    return None
+
+
+def save_query_runtime(encoder: Encoder) -> Path | None:
+    """Write ``encoder``'s query runtime (:meth:`~latewise.encoders.base.Encoder
+    .export_query_runtime`) when it has one and the ``onnx`` extra is installed; returns its
+    folder, or ``None``. A failed export is a warning, never an error: searches load the model.
+    """
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime")):
+        logger.info("no query runtime written: it needs the onnx extra (onnx, onnxruntime)")
+        return None
+    try:
+        return encoder.export_query_runtime()
+    except QueryRuntimeError:
+        return None  # no torch-free query side for this encoder (image encoders, a runtime)
+    except Exception as exc:  # the export (torch.onnx, onnx) raises its own types
+        logger.warning(
+            "could not write the query runtime of %s (%s); search loads the model instead",
+            encoder.model_id,
+            exc,
+        )
+        return None
 
 
 class QueryRuntime(Encoder):
