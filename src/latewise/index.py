@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from latewise.engine.binding import bind, load_stored_encoder, open_collection
 from latewise.engine.first_stage import FirstStage
-from latewise.engine.inputs import as_tensor, check_ids, check_queries, prepare_inputs
+from latewise.engine.inputs import check_ids, check_queries, prepare_inputs, query_vectors
 from latewise.engine.ranker import Ranker
 from latewise.engine.search import Searcher
 from latewise.engine.settings import IndexSettings, SearchSizes, WriteStats
@@ -25,7 +25,6 @@ from latewise.engine.writer import CodecState, Writer, progress_bar
 from latewise.errors import (
     DocumentNotFoundError,
     InvalidInputError,
-    InvalidInputTypeError,
     check_fraction,
     check_positive,
 )
@@ -132,14 +131,9 @@ class LateInteractionIndex:
             if image_dir is not None
             else page_image_dir(self.path or DEFAULT_PATH, collection)
         )
-        overrides: dict[str, Any] = {
-            "compression": compression,
-            "pool_factor": pool_factor,
-            "prototypes": prototypes,
-            "hnsw": tuple(sorted(dict(hnsw).items())) if hnsw is not None else None,
-        }
+        overrides = {"compression": compression, "pool_factor": pool_factor, "hnsw": hnsw}
         self.store, self.config, self.settings, self._encoder = open_collection(
-            self.client, collection, encoder, overrides, self._guard
+            self.client, collection, encoder, {**overrides, "prototypes": prototypes}, self._guard
         )
         #: What this index object has written (documents, vectors, rows, bytes, seconds).
         self.written = WriteStats()
@@ -426,18 +420,10 @@ class LateInteractionIndex:
         relevant first, then each next one maximising ``lambda_mult * relevance - (1 -
         lambda_mult) * (similarity to the closest one chosen)`` (relevance: MaxSim over the
         number of query vectors; ``lambda_mult`` 0 is diversity only, 1 relevance only)."""
-        import torch
-
         check_positive("k", k)
         check_positive("fetch_k", fetch_k)
         lam = check_fraction("lambda_mult", lambda_mult)
-        if not isinstance(query, str | torch.Tensor):
-            raise InvalidInputTypeError(
-                f"query must be a string or a [n, {self.dim}] tensor, got {type(query).__name__}"
-            )
-        vectors = as_tensor(
-            self.encoder.encode_queries([query])[0] if isinstance(query, str) else query
-        )
+        vectors = query_vectors(query, lambda text: self.encoder.encode_queries([text])[0])
         hits = self.search_vectors([vectors], k=max(k, fetch_k), where=where, exact=exact)[0]
         return self.ranker.diversify(vectors, hits, k, lam)
 

@@ -61,6 +61,8 @@ def open_collection(
         The store, the config (stored, or to be stored), the settings and the encoder (``None``:
         load the stored one when needed).
     """
+    hnsw = overrides.get("hnsw")
+    overrides = {**overrides, "hnsw": None if hnsw is None else tuple(sorted(dict(hnsw).items()))}
     store = ChromaStore(client, name, hnsw={})
     stored = store.open(create=False) if store.exists() else None
     if stored is not None:

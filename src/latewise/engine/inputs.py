@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -294,3 +294,20 @@ def check_queries(queries: Sequence[Any], dim: int, name: str) -> list[torch.Ten
                 f"query {i} has shape {tuple(q.shape)}; collection {name!r} needs [n, {dim}]"
             )
     return tensors
+
+
+def query_vectors(query: Any, encode: Callable[[str], Any]) -> torch.Tensor:
+    """One query's vectors: a text encoded by ``encode``, or given ``[n, dim]`` vectors (a
+    tensor or a float32 array)."""
+    import numpy as np
+    import torch
+
+    if isinstance(query, str):
+        query = encode(query)
+    if not isinstance(query, torch.Tensor | np.ndarray):
+        raise InvalidInputTypeError(
+            f"query must be a string or its [n, dim] vectors, got {type(query).__name__}"
+        )
+    return (
+        query if isinstance(query, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(query))
+    )
