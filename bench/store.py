@@ -5,7 +5,9 @@ the bench's docstrings encoded once by MiniLM, projected to 128-d and cached; qu
 standard library's known-item summaries), with the document texts. For each it prints:
 
 - ingest seconds (vectors + texts in, index built, durable on disk),
-- disk bytes per stored vector (the whole folder) and as a multiple of the float16 vector bytes,
+- disk bytes per stored vector (the whole folder) and as a multiple of the float16 vector bytes;
+  for latewise also where they go (:func:`chroma_disk`: packed vectors, first-stage rows,
+  documents, SQLite rows, SQLite free pages),
 - p50 / p95 single-query latency (warm; every system queried once per query, interleaved),
 - recall@10 against exact MaxSim (computed here over the same vectors) and MRR@10 of the one
   known relevant document,
@@ -111,6 +113,35 @@ def folder_bytes(path: Path) -> int:
     return sum(
         os.path.getsize(os.path.join(dp, f)) for dp, _, files in os.walk(path) for f in files
     )
+
+
+def chroma_disk(path: Path) -> dict[str, int]:
+    """Where an embedded Chroma folder's bytes go: each collection's HNSW files (named by the
+    part of the collection name after ``__lw_``: ``blobs`` the packed vectors, ``vectors`` the
+    first-stage rows; the documents collection is ``documents``), SQLite's pages in use (rows,
+    metadata, indexes) and its free pages (left by Chroma's purged write log; reused by later
+    writes)."""
+    import sqlite3
+
+    db = path / "chroma.sqlite3"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        segments = con.execute(
+            "select s.id, c.name from segments s join collections c on s.collection = c.id "
+            "where s.scope = 'VECTOR'"
+        ).fetchall()
+        page = con.execute("pragma page_size").fetchone()[0]
+        free = con.execute("pragma freelist_count").fetchone()[0] * page
+    finally:
+        con.close()
+    parts: dict[str, int] = {}
+    for seg, name in segments:
+        part = name.split("__lw_", 1)[1] if "__lw_" in name else "documents"
+        if (path / seg).is_dir():
+            parts[part] = parts.get(part, 0) + folder_bytes(path / seg)
+    parts["sqlite rows"] = db.stat().st_size - free
+    parts["sqlite free"] = free
+    return parts
 
 
 class System(ABC):
@@ -504,6 +535,12 @@ def main() -> None:
                 f"disk {r.disk_bytes / 1e6:.1f} MB = {r.disk_bytes / n_vec:.0f} B/vector "
                 f"({r.disk_bytes / vec_bytes:.2f}x the float16 vectors), load {load_average()}"
             )
+            if name.startswith("latewise"):
+                parts = chroma_disk(path)
+                print(
+                    f"  [{name}] disk, B/vector: "
+                    + ", ".join(f"{k} {v / n_vec:.0f}" for k, v in parts.items() if v)
+                )
             results[name] = r
             systems[name] = sysm
         # Latency of a warm process: one untimed pass of every query on every system (latewise
