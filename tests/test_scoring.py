@@ -345,12 +345,23 @@ def test_inside_inference_mode_with_worker_threads() -> None:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with torch.inference_mode():
-            got = maxsim([x.clone() for x in q], [d.clone() for d in docs], chunk_tokens=100)
-        assert got.is_inference()
+        flat = torch.cat(docs).half()  # scored through the kernel's scratch tiles
+
+        def fetch(a: int, b: int, r0: int, r1: int) -> torch.Tensor:
+            return flat[r0:r1].float()
+
+        counts = [d.shape[0] for d in docs]
+        for n in (2, 1):  # pooled workers, then the calling thread
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                got = maxsim([x.clone() for x in q], [d.clone() for d in docs], chunk_tokens=100)
+                blocks = maxsim_blocks(q[0], counts, fetch, block_values=2000)
+            assert got.is_inference()
+            torch.testing.assert_close(got.double(), naive(q, docs), rtol=0, atol=1e-5)
+            # The scratch the threads grew inside inference mode still serves calls outside it.
+            assert torch.equal(maxsim_blocks(q[0], counts, fetch, block_values=2000), blocks)
     finally:
         torch.set_num_threads(threads)
-    torch.testing.assert_close(got.double(), naive(q, docs), rtol=0, atol=1e-5)
 
 
 def test_many_queries_of_mixed_lengths_and_large_batches() -> None:

@@ -43,7 +43,10 @@ class Scratch:
         key = (name, dtype)
         buf = self.store.get(key)
         if buf is None or buf.numel() < numel or buf.device != device:
-            buf = torch.empty(max(numel, 1), dtype=dtype, device=device)
+            # A normal tensor even when first needed inside ``torch.inference_mode()``: an
+            # inference tensor could not be written by a later call outside inference mode.
+            with torch.inference_mode(False):
+                buf = torch.empty(max(numel, 1), dtype=dtype, device=device)
             self.store[key] = buf
         return buf[:numel].view(shape)
 
