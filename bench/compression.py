@@ -1,6 +1,6 @@
 """Benchmark: ColBERTv2 residual compression and token pooling on a real labelled text set.
 
-The set is bench/datasets.py's known-item queries from the Python standard library's docstrings;
+The set is bench/known_items.py's known-item queries from the Python standard library's docstrings;
 the encoder is the bundled MiniLM (all-MiniLM-L6-v2) used as a zero-shot ColBERT encoder. Every
 ranking is exact MaxSim (``latewise.scoring.maxsim``) of all queries against all documents, so the
 only thing that changes between rows is how the document vectors were stored:
@@ -38,7 +38,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 sys.path.insert(0, str(_ROOT / "src"))
 
-from bench.datasets import LabelledSet, stdlib_docstrings  # noqa: E402
+from bench.known_items import LabelledSet, stdlib_docstrings  # noqa: E402
 from latewise.compression import (  # noqa: E402
     Float16Codec,
     ResidualCodec,

@@ -1,6 +1,6 @@
 """Extra docstring documents (from installed packages) to pad a benchmark corpus to size.
 
-The standard library's known-item set (``bench/datasets.py``) holds a few thousand documents;
+The standard library's known-item set (``bench/known_items.py``) holds a few thousand documents;
 the index and scale benchmarks need tens of thousands of realistic texts. These come from the
 docstrings of packages installed next to latewise (numpy, torch, transformers, chromadb, ...),
 parsed with :mod:`ast` (nothing is imported), in sorted, deterministic order.

@@ -11,7 +11,7 @@ MiniLM (all-MiniLM-L6-v2, bundled by ``latewise[minilm]``) as a zero-shot ColBER
 Documents/s: the same documents encoded by every contender, round after round interleaved
 (``bench/_common.py``), median round; ``cpu x`` is the ratio of process CPU time (steadier than
 wall-clock time on a shared machine). Query latency: one query per call, median over the queries.
-MRR@10: exact MaxSim over the standard library's known-item set (``bench/datasets.py``), every
+MRR@10: exact MaxSim over the standard library's known-item set (``bench/known_items.py``), every
 contender scoring the same queries against the same documents.
 
     python bench/encode.py                          # 1,000 documents, 300 of them timed
@@ -33,7 +33,7 @@ import torch
 
 from bench._common import cpu_model, load_average, measure, summary_line
 from bench.compression import mrr_at, ranks_of_relevant
-from bench.datasets import stdlib_docstrings
+from bench.known_items import stdlib_docstrings
 from latewise import load_encoder, maxsim
 
 CONTENDERS: dict[str, dict[str, Any]] = {

@@ -108,7 +108,7 @@ def synthetic(
 def text_corpus(n_docs: int, n_queries: int) -> tuple[list[str], list[str], list[int]]:
     """Docstring documents (known-item queries from the standard library first)."""
     from bench.corpus import extra_docstrings
-    from bench.datasets import stdlib_docstrings
+    from bench.known_items import stdlib_docstrings
 
     labelled = stdlib_docstrings()
     docs = list(labelled.documents[:n_docs])

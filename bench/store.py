@@ -343,7 +343,17 @@ def chroma_floor(built: Path, path: Path) -> tuple[float, float, dict[str, int]]
     payloads = []
     for listed in src.list_collections():
         col = src.get_collection(listed if isinstance(listed, str) else listed.name)
-        got = col.get(include=["embeddings", "metadatas", "documents"])  # type: ignore[list-item]
+        got: dict[str, list[Any]] = {"ids": [], "embeddings": [], "metadatas": [], "documents": []}
+        # A page at a time: one unbounded get of 8,000 documents' rows overflows SQLite's
+        # variable limit ("too many SQL variables").
+        for offset in range(0, col.count(), 5000):
+            page = col.get(
+                include=["embeddings", "metadatas", "documents"],  # type: ignore[list-item]
+                limit=5000,
+                offset=offset,
+            )
+            for key, values in got.items():
+                values.extend(page[key] if page[key] is not None else [None] * len(page["ids"]))  # type: ignore[literal-required]
         payloads.append((col.name, col.configuration.get("hnsw"), col.metadata, got))
     del src
     dst = chromadb.PersistentClient(str(path), settings=settings)

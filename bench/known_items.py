@@ -17,9 +17,9 @@ so the set is deterministic for a given Python version. Filters:
 
 Usage::
 
-    python bench/datasets.py --max-docs 3000          # prints counts and a few examples
+    python bench/known_items.py --max-docs 3000          # prints counts and a few examples
 
-    from bench.datasets import stdlib_docstrings
+    from bench.known_items import stdlib_docstrings
     ds = stdlib_docstrings(max_docs=3000)
     ds.queries[i], ds.documents[ds.relevant[i]]
 """
