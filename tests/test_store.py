@@ -65,6 +65,29 @@ def test_documents_rows_and_blobs_round_trip(chroma_client: Any, collection_name
     assert [(h.doc_id, h.ver) for h in hits[0]] == [("a", "v1")]
 
 
+def test_reads_of_every_record_come_a_page_at_a_time_and_miss_none(
+    chroma_client: Any, collection_name: str
+) -> None:
+    """Full reads (scan, ids, first-stage rows) page through ids: every record exactly once,
+    in pages of at most ``page_size``, the filter applied, in Chroma's order."""
+    store = _store(chroma_client, collection_name)
+    recs = [_record(f"d{i:02d}", year=2000 + i % 3) for i in range(23)]
+    store.write(recs, np.arange(46 * 8, dtype=np.float32).reshape(46, 8))
+    pages = list(store.scan(page_size=5))
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+    assert sorted(r.id for p in pages for r in p) == [r.id for r in recs]
+    assert [r.id for p in pages for r in p] == store.ids()
+    assert pages[0][0].text.startswith("text of ")
+    wanted = [r.id for r in recs if r.filterable["year"] == 2001]
+    filtered = list(store.scan({"year": 2001}, page_size=3))
+    assert max(len(p) for p in filtered) == 3
+    assert sorted(r.id for p in filtered for r in p) == wanted
+    assert sorted(store.ids({"year": 2001})) == wanted
+    rows = [rid for ids, _ in store.load_rows(page_size=7) for rid in ids]
+    assert sorted(rows) == sorted(rid for r in recs for rid in r.row_ids())
+    assert len(store.row_ids_stored(page_size=4)) == 46
+
+
 def test_a_new_version_leaves_orphans_that_repair_finds(
     chroma_client: Any, collection_name: str
 ) -> None:

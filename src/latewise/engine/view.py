@@ -117,10 +117,7 @@ class CorpusView:
 
         wanted = {rec.id: rec.stored_as for rec in changed}
         rows: dict[str, dict[int, np.ndarray]] = {}
-        everything = len(changed) == len(self.records)
-        source = self.store.load_rows(
-            None if everything else [rid for rec in changed for rid in rec.row_ids()]
-        )
+        source = self.store.load_rows([rid for rec in changed for rid in rec.row_ids()])
         for ids, vectors in source:
             for rid, vec in zip(ids, vectors, strict=True):
                 doc_id, ver, j = rid.rsplit("#", 2)

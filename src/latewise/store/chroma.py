@@ -305,24 +305,26 @@ class ChromaStore:
         where: Mapping[str, Any] | None = None,
         page_size: int = 5000,
     ) -> Iterator[Any]:
-        """Chroma ``get`` results of a collection (the documents by default), a page at a time."""
+        """Chroma ``get`` results of a collection (the documents by default), a page at a time.
+
+        Every matching id is listed by one ``get`` without contents, then read by id a page at a
+        time: Chroma's ``offset`` walks the rows it skips, so offset pages cost more the further
+        they go (at 300,000 rows: 39 ms for the first page of 5,000, 190 ms for the last) and a
+        full read grew with the square of the collection.
+        """
         col = self.docs if col is None else col
-        offset = 0
-        while True:
-            try:
-                got = col.get(
-                    where=_where(where),
-                    limit=page_size,
-                    offset=offset,
-                    include=include,  # type: ignore[arg-type]
+        try:
+            ids = col.get(where=_where(where), include=[])["ids"]  # type: ignore[arg-type]
+            for part in batches(ids, page_size):
+                got = (
+                    col.get(ids=part, where=_where(where), include=include)  # type: ignore[arg-type]
+                    if include
+                    else {"ids": part}
                 )
-            except _chroma_errors() as exc:
-                raise self._read_error(exc, where) from exc
-            if got["ids"]:
-                yield got
-            if len(got["ids"]) < page_size:
-                return
-            offset += page_size
+                if got["ids"]:
+                    yield got
+        except _chroma_errors() as exc:
+            raise self._read_error(exc, where) from exc
 
     def _records(self, got: Any) -> dict[str, DocRecord]:
         out: dict[str, DocRecord] = {}
