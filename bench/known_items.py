@@ -17,7 +17,7 @@ so the set is deterministic for a given Python version. Filters:
 
 Usage::
 
-    python bench/known_items.py --max-docs 3000          # prints counts and a few examples
+    python bench/known_items.py --max-docs 3000       # prints counts and a few examples
 
     from bench.known_items import stdlib_docstrings
     ds = stdlib_docstrings(max_docs=3000)

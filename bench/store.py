@@ -344,13 +344,13 @@ def chroma_floor(built: Path, path: Path) -> tuple[float, float, dict[str, int]]
     for listed in src.list_collections():
         col = src.get_collection(listed if isinstance(listed, str) else listed.name)
         got: dict[str, list[Any]] = {"ids": [], "embeddings": [], "metadatas": [], "documents": []}
-        # A page at a time: one unbounded get of 8,000 documents' rows overflows SQLite's
-        # variable limit ("too many SQL variables").
-        for offset in range(0, col.count(), 5000):
+        # By id a page at a time, as latewise reads: one unbounded get of 8,000 documents' rows
+        # overflows SQLite's variable limit, and offset pages slow down the further they go.
+        ids = col.get(include=[])["ids"]
+        for s in range(0, len(ids), 5000):
             page = col.get(
+                ids=ids[s : s + 5000],
                 include=["embeddings", "metadatas", "documents"],  # type: ignore[list-item]
-                limit=5000,
-                offset=offset,
             )
             for key, values in got.items():
                 values.extend(page[key] if page[key] is not None else [None] * len(page["ids"]))  # type: ignore[literal-required]

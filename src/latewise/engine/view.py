@@ -115,14 +115,13 @@ class CorpusView:
         import numpy as np
         import torch
 
-        wanted = {rec.id: rec.stored_as for rec in changed}
         rows: dict[str, dict[int, np.ndarray]] = {}
+        # Read by id: only the rows of each document's current version come back.
         source = self.store.load_rows([rid for rec in changed for rid in rec.row_ids()])
         for ids, vectors in source:
             for rid, vec in zip(ids, vectors, strict=True):
-                doc_id, ver, j = rid.rsplit("#", 2)
-                if wanted.get(doc_id) == ver:
-                    rows.setdefault(doc_id, {})[int(j)] = vec
+                doc_id, _, j = rid.rsplit("#", 2)
+                rows.setdefault(doc_id, {})[int(j)] = vec
         assert self.protos is not None
         for rec in changed:
             got = rows.get(rec.id, {})
