@@ -340,6 +340,27 @@ def test_reindex_reuses_the_stored_encoder(minilm: None, tmp_path: Path) -> None
     assert "0 written, 1 unchanged" in same.stdout
 
 
+def test_backend_option_indexes_and_the_collection_keeps_it(
+    plain_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("LATEWISE_CACHE", str(tmp_path / "cache"))
+    corpus, db = write_texts(tmp_path / "docs", TEXTS), tmp_path / "db"
+    result = run("index", corpus, "--path", db, "--backend", "onnx-16")
+    one_error_line(result, EXIT_USAGE, "--backend must be one of torch, onnx, openvino")
+    args = ("--path", db, "-c", "int8", "--encoder", plain_bert_dir, "-q")
+    ok(run("index", corpus, *args, "--backend", "onnx-int8"))
+    (corpus / "more.txt").write_text("Owls hunt mice at night.", encoding="utf-8")
+    ok(run("index", corpus / "more.txt", *args))  # the stored encoder, int8 on ONNX Runtime
+    found = hits(run("search", "owls at night", "--path", db, "-c", "int8", "--json", "-k", "1"))
+    assert found[0]["text"] == "Owls hunt mice at night."
+    # float32 vectors are not the int8 ones the collection holds
+    result = run("index", corpus / "more.txt", *args, "--backend", "torch")
+    one_error_line(result, EXIT_ERROR, "differs in: backend, quantize")
+    config = json.loads(ok(run("info", "--json", "--path", db)).stdout)["collections"][0]
+    assert config["documents"] == 5
+
+
 def test_mismatched_encoder_and_settings(text_db: Path, plain_bert_dir: Path, corpus: Path) -> None:
     result = run("index", corpus, "--path", text_db, "--encoder", plain_bert_dir)
     one_error_line(result, EXIT_ERROR, "collection 'latewise' was indexed with ColBERTEncoder")

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from latewise import BertEncoder, ColBERTEncoder, MissingDependencyError, maxsim
+from latewise import (
+    BertEncoder,
+    ColBERTEncoder,
+    LateInteractionIndex,
+    MissingDependencyError,
+    maxsim,
+)
 
 QUERIES = ["what is late interaction?", "cat"]
 DOCS = [
@@ -59,7 +66,9 @@ def test_int8_is_close_and_marked_in_the_fingerprint(backend: str, colbert_ai_di
         pytest.importorskip("nncf")
     reference = ColBERTEncoder(colbert_ai_dir)
     enc = ColBERTEncoder(colbert_ai_dir, backend=backend, quantize="int8")  # type: ignore[arg-type]
-    assert enc.fingerprint == {**reference.fingerprint, "quantize": "int8"}
+    # Each runtime quantises in its own way, so the fingerprint names the backend too.
+    assert enc.fingerprint == {**reference.fingerprint, "quantize": "int8", "backend": backend}
+    assert enc.options == {"backend": backend, "quantize": "int8"}
     got, want = enc.encode_documents(DOCS), reference.encode_documents(DOCS)
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
@@ -92,6 +101,8 @@ def test_bad_backend_arguments(plain_bert_dir: Path) -> None:
         ColBERTEncoder(plain_bert_dir, backend="onnx", device="cuda")
     with pytest.raises(ValueError, match="float32"):
         ColBERTEncoder(plain_bert_dir, backend="openvino", torch_dtype="bfloat16")
+    with pytest.raises(ValueError, match="compute_dtype"):  # autocast would not reach ONNX
+        BertEncoder(plain_bert_dir, backend="onnx", compute_dtype="bfloat16")
 
 
 def test_missing_runtime_names_the_extra(
@@ -103,3 +114,22 @@ def test_missing_runtime_names_the_extra(
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(MissingDependencyError, match=r"latewise\[openvino\]"):
         BertEncoder(plain_bert_dir, backend="openvino")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_collection_reopens_with_the_options_of_its_encoder(
+    backend: str, colbert_ai_dir: Path, tmp_path: Path
+) -> None:
+    """Opened without an encoder, a collection loads the one that wrote it: its class, model
+    and the arguments that decide its vectors (here lengths, punctuation, int8 on ONNX)."""
+    pytest.importorskip(RUNTIMES.get(backend, "torch"))
+    options: dict[str, Any] = {"doc_maxlen": 12, "mask_punctuation": False}
+    if backend != "torch":
+        options |= {"backend": backend, "quantize": "int8"}
+    enc = ColBERTEncoder(colbert_ai_dir, **options)
+    assert enc.options == options
+    LateInteractionIndex(enc, path=tmp_path, collection="opts").add(DOCS)
+    reopened = LateInteractionIndex(path=tmp_path, collection="opts")
+    assert reopened.search("the cat sat", k=1)[0].text == DOCS[1]
+    assert reopened.encoder.options == options
+    assert reopened.encoder.fingerprint == enc.fingerprint

@@ -187,6 +187,18 @@ def test_forced_family_must_exist(colpali_dir: Path) -> None:
         ColPaliEncoder(colpali_dir, family="colnope")
 
 
+def test_text_backends_are_refused_by_name(colpali_dir: Path) -> None:
+    with pytest.raises(ValueError, match="ColPali checkpoint: backend= and quantize="):
+        load_encoder(colpali_dir, backend="onnx", quantize="int8")
+
+
+def test_a_forced_family_is_an_option_that_rebuilds_the_encoder(colpali_dir: Path) -> None:
+    enc = ColPaliEncoder(colpali_dir, family="colpali", torch_dtype="float32")
+    assert enc.options == {"family": "colpali", "torch_dtype": "float32"}
+    again = ColPaliEncoder(enc.model_name_or_path, **enc.options)
+    assert again.fingerprint == enc.fingerprint
+
+
 # -- transformers-native retrievers (``*ForRetrieval``, the ``-hf`` checkpoints) ----------------
 
 NATIVE = {

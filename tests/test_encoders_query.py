@@ -216,8 +216,13 @@ def test_find_and_save_fall_back_to_the_model_with_a_reason(
     assert isinstance(found, QueryRuntime)
     assert found.fingerprint == reference.fingerprint
     assert save_query_runtime(found) is None  # a runtime has no query side to export
+    # No runtime gives bfloat16 vectors: nothing to write, and not a failure.
+    assert save_query_runtime(BertEncoder(st_bert_dir, compute_dtype="bfloat16")) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    left = BertEncoder(st_bert_dir, max_length=12)  # another fingerprint: another folder
+    left.tokenizer.padding_side = "left"
     with caplog.at_level(logging.WARNING, logger="latewise"):
-        assert save_query_runtime(BertEncoder(st_bert_dir, compute_dtype="bfloat16")) is None
+        assert save_query_runtime(left) is None  # the export fails: a warning
         (folder / "tokenizer.json").write_text("{")
         assert find_query_runtime(reference.fingerprint) is None
     messages = [r.getMessage() for r in caplog.records]
@@ -226,7 +231,8 @@ def test_find_and_save_fall_back_to_the_model_with_a_reason(
 
 
 def test_only_the_torch_float32_encoder_exports(st_bert_dir: Path) -> None:
-    from latewise import CheckpointError
-
-    with pytest.raises(CheckpointError, match="compute_dtype"):
+    with pytest.raises(QueryRuntimeError, match="compute_dtype"):
         BertEncoder(st_bert_dir, compute_dtype="bfloat16").export_query_runtime()
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(QueryRuntimeError, match="torch backend"):
+        BertEncoder(st_bert_dir, backend="onnx", quantize="int8").export_query_runtime()

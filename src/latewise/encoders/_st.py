@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from latewise.encoders._checkpoint import cache_dir, quiet, writing
-from latewise.errors import CheckpointError, MissingDependencyError
+from latewise.errors import CheckpointError, MissingDependencyError, QueryRuntimeError
 
 if TYPE_CHECKING:
     from latewise.encoders._checkpoint import Checkpoint
+    from latewise.encoders.base import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ def model_limit(transformer: Any, ckpt: Checkpoint, tokenizer: bool = True) -> i
     return min(limit, tok_max) if isinstance(tok_max, int) and 0 < tok_max < 100_000 else limit
 
 
-def check_backend(backend: str, quantize: str | None, dtype: torch.dtype, device: str) -> None:
+def check_backend(backend: str, quantize: str | None, encoder: Encoder) -> dict[str, Any]:
+    """Check ``backend`` and ``quantize`` for ``encoder`` (its device and dtypes), and return
+    them as the encoder's options (the torch backend unquantised: none)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if quantize not in (None, "int8"):
@@ -102,9 +105,15 @@ def check_backend(backend: str, quantize: str | None, dtype: torch.dtype, device
     if backend == "torch":
         if quantize is not None:
             raise ValueError("quantize='int8' needs backend='onnx' or backend='openvino'")
-        return
-    if dtype != torch.float32 or not device.startswith("cpu"):
-        raise ValueError(f"backend={backend!r} runs float32 weights on the CPU (device='cpu')")
+        return {}
+    if encoder.torch_dtype != torch.float32 or encoder.compute_dtype is not None:
+        raise ValueError(
+            f"backend={backend!r} computes in float32 (or int8 with quantize='int8'); leave "
+            "torch_dtype and compute_dtype unset, or use backend='torch'"
+        )
+    if not encoder.device.startswith("cpu"):
+        raise ValueError(f"backend={backend!r} runs on the CPU; pass device='cpu' or leave it out")
+    return {"backend": backend, **({"quantize": quantize} if quantize else {})}
 
 
 def use_backend(transformer: Any, ckpt: Checkpoint, backend: str, quantize: str | None) -> None:
@@ -220,7 +229,8 @@ def export_query(encoder: Any, settings: dict[str, Any], task: str | None) -> Pa
         settings: what the runtime needs besides the graph (prompts, lengths, expansion...).
 
     Raises:
-        CheckpointError: the encoder does not run on torch, or the export fails.
+        QueryRuntimeError: the encoder does not run on torch in float32 (no runtime to write).
+        CheckpointError: the export fails.
     """
     import json
 
@@ -228,7 +238,7 @@ def export_query(encoder: Any, settings: dict[str, Any], task: str | None) -> Pa
 
     model = encoder._transformer.model
     if isinstance(model, _Exported) or encoder.compute_dtype is not None:
-        raise CheckpointError(
+        raise QueryRuntimeError(
             f"{encoder!r}: the query runtime is exported from the torch backend in float32 "
             "without compute_dtype; load the encoder with its defaults to write it"
         )

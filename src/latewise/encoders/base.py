@@ -226,6 +226,12 @@ class Encoder(ABC):
         # Set by subclasses once the checkpoint is resolved (see ``fingerprint``).
         self._model_id: str | None = None
         self._checkpoint_digest: str | None = None
+        # The arguments that decide the vectors, as given (see ``options``); subclasses add theirs.
+        self._options: dict[str, Any] = {
+            name: str(value).removeprefix("torch.")
+            for name, value in (("torch_dtype", torch_dtype), ("compute_dtype", compute_dtype))
+            if value is not None
+        }
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -238,6 +244,14 @@ class Encoder(ABC):
     def model_id(self) -> str:
         """The hub id, else the checkpoint folder's name (never an absolute path)."""
         return self._model_id if self._model_id is not None else self.model_name_or_path
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor arguments besides the model that decide the vectors (dtypes, backend,
+        lengths, markers...), as given and as plain JSON values:
+        ``type(enc)(enc.model_name_or_path, **enc.options)`` builds an encoder with the same
+        fingerprint. A collection records them, so it reopens with the encoder that wrote it."""
+        return dict(self._options)
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -256,6 +270,8 @@ class Encoder(ABC):
             ),
         }
         info.update(self._settings())
+        if "quantize" in self._options:  # each runtime quantises in its own way
+            info.update(quantize=self._options["quantize"], backend=self._options["backend"])
         return info
 
     @property
@@ -312,7 +328,8 @@ class Encoder(ABC):
             The folder (:func:`~latewise.encoders.query.runtime_dir` of the fingerprint).
 
         Raises:
-            QueryRuntimeError: this encoder has no such runtime (image encoders).
+            QueryRuntimeError: this encoder has no such runtime (image encoders; text
+                encoders on another backend or with ``compute_dtype``).
             CheckpointError: the export failed.
         """
         spec = self._query_runtime_settings()

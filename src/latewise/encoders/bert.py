@@ -84,14 +84,17 @@ class BertEncoder(Encoder):
         if backend != "torch" and options.get("device") is None:
             options["device"] = "cpu"  # the exported backends run on the CPU
         super().__init__(model_name_or_path, **options)
-        _st.check_backend(backend, quantize, self.torch_dtype, self.device)
+        self._options.update(_st.check_backend(backend, quantize, self))
         if pooling is not None and pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(_POOLINGS)}; got {pooling!r}")
         if max_length is not None and (not isinstance(max_length, int) or max_length < 3):
             raise ValueError(f"max_length must be an integer >= 3, got {max_length!r}")
         ckpt = resolve_checkpoint(model_name_or_path)
         self._model_id, self._checkpoint_digest = ckpt.model_id, ckpt.digest
-        self.quantize = quantize
+        self.backend, self.quantize = backend, quantize
+        given: dict[str, Any] = {"pooling": pooling, "max_length": max_length}
+        given |= {"query_prefix": query_prefix, "document_prefix": document_prefix}
+        self._options.update({k: v for k, v in given.items() if v is not None})
         if "pooling" not in (_st.module_kinds(ckpt) or ["pooling"]):
             logger.warning(
                 "BertEncoder(%r): no Pooling module; use ColBERTEncoder for late interaction with "
@@ -157,7 +160,6 @@ class BertEncoder(Encoder):
             "document_prefix": self.document_prefix,
             "dense_layers": self._dense,
             "lowercase": bool(getattr(self._transformer, "do_lower_case", False)),
-            **({"quantize": self.quantize} if self.quantize else {}),
         }
 
     def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None]:

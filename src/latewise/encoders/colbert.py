@@ -47,34 +47,9 @@ _KNOBS = (
     "mask_punctuation",
     "skiplist_words",
 )
-# Where each layout keeps its settings, as (file, {knob: (stored name, default)}).
-_STORED: dict[str, tuple[str, dict[str, tuple[str, Any]]]] = {
-    "colbert-ai": (
-        "artifact.metadata",
-        {
-            "query_token_id": ("query_token_id", "[unused0]"),
-            "doc_token_id": ("doc_token_id", "[unused1]"),
-            "query_maxlen": ("query_maxlen", 32),
-            "doc_maxlen": ("doc_maxlen", 220),
-            "do_query_expansion": ("", True),
-            "attend_to_mask_tokens": ("attend_to_mask_tokens", False),
-            "mask_punctuation": ("mask_punctuation", True),
-        },
-    ),
-    "pylate": (
-        "config_sentence_transformers.json",
-        {
-            "query_token_id": ("query_prefix", "[Q] "),
-            "doc_token_id": ("document_prefix", "[D] "),
-            "query_maxlen": ("query_length", 32),
-            "doc_maxlen": ("document_length", 180),
-            "do_query_expansion": ("do_query_expansion", True),
-            "attend_to_mask_tokens": ("attend_to_expansion_tokens", False),
-            "mask_punctuation": ("", True),
-            "skiplist_words": ("skiplist_words", None),
-        },
-    ),
-}
+# The document length of a legacy save that does not record one (colbert-ai's and PyLate's own
+# defaults); sentence-transformers leaves it unset.
+_DEFAULT_DOC_MAXLEN = {"colbert-ai": 220, "pylate": 180}
 _PYLATE_KEYS = {"query_prefix", "document_prefix", "query_length", "document_length"}
 
 
@@ -157,7 +132,7 @@ class ColBERTEncoder(Encoder):
         if backend != "torch" and options.get("device") is None:
             options["device"] = "cpu"  # the exported backends run on the CPU
         super().__init__(model_name_or_path, **options)
-        _st.check_backend(backend, quantize, self.torch_dtype, self.device)
+        self._options.update(_st.check_backend(backend, quantize, self))
         for name, value in (("query_maxlen", query_maxlen), ("doc_maxlen", doc_maxlen)):
             if value is not None and (not isinstance(value, int) or value < 4):
                 raise ValueError(f"{name} must be an integer >= 4, got {value!r}")
@@ -190,7 +165,9 @@ class ColBERTEncoder(Encoder):
             "do_query_expansion": do_query_expansion,
             "skiplist_words": None if skiplist_words is None else list(skiplist_words),
         }
-        self._configure(ckpt, {k: v for k, v in knobs.items() if v is not None}, what)
+        given = {k: v for k, v in knobs.items() if v is not None}
+        self._options.update(given)
+        self._configure(ckpt, given, what)
         self._dim = int(self._st.get_embedding_dimension())
         _st.use_backend(self._transformer, ckpt, backend, quantize)
         logger.info(
@@ -207,38 +184,34 @@ class ColBERTEncoder(Encoder):
     # -- settings -----------------------------------------------------------------------------
 
     def _stored(self, ckpt: Checkpoint) -> dict[str, Any]:
-        """The checkpoint's own settings, in latewise's names."""
+        """The checkpoint's own settings in latewise's names: as sentence-transformers read them
+        (colbert-ai's ``artifact.metadata``, PyLate's config, native saves), or zero-shot's."""
         t = self._transformer
         default_len = int((ckpt.json("sentence_bert_config.json") or {}).get("max_seq_length") or 0)
         default_len = min(default_len or self._limit, self._limit)
-        if self.layout in _STORED:
-            file, names = _STORED[self.layout]
-            meta = ckpt.json(file) or {}
-            if isinstance(meta.get("config"), dict):
-                meta = meta["config"]
+        if self.layout == "zero-shot":
             return {
-                k: default if meta.get(n) is None else meta[n] for k, (n, default) in names.items()
+                "query_token_id": "",
+                "doc_token_id": "",
+                "query_maxlen": default_len,
+                "doc_maxlen": default_len,
+                "do_query_expansion": False,
+                "attend_to_mask_tokens": False,
+                "mask_punctuation": True,
             }
-        if self.layout == "multi-vector-encoder":
-            expansion = t.query_expansion
-            return {
-                "query_token_id": self._st.prompts.get("query") or "",
-                "doc_token_id": self._st.prompts.get("document") or "",
-                "query_maxlen": expansion["length"] if expansion else t.query_length or default_len,
-                "doc_maxlen": t.document_length or default_len,
-                "do_query_expansion": expansion is not None,
-                "attend_to_mask_tokens": bool(expansion and expansion["attend"]),
-                "mask_punctuation": bool(self._mask and self._mask.skiplist_words),
-                "skiplist_words": list(self._mask.skiplist_words) if self._mask else [],
-            }
+        markers = [self._st.prompts.get(task) or "" for task in ("query", "document")]
+        if self.layout == "colbert-ai":  # a marker token; the space after it is the prompt's
+            markers = [m.removesuffix(" ") for m in markers]
+        expansion = t.query_expansion
         return {
-            "query_token_id": "",
-            "doc_token_id": "",
-            "query_maxlen": default_len,
-            "doc_maxlen": default_len,
-            "do_query_expansion": False,
-            "attend_to_mask_tokens": False,
-            "mask_punctuation": True,
+            "query_token_id": markers[0],
+            "doc_token_id": markers[1],
+            "query_maxlen": expansion["length"] if expansion else t.query_length or default_len,
+            "doc_maxlen": t.document_length or _DEFAULT_DOC_MAXLEN.get(self.layout, default_len),
+            "do_query_expansion": expansion is not None,
+            "attend_to_mask_tokens": bool(expansion and expansion["attend"]),
+            "mask_punctuation": bool(self._mask and self._mask.skiplist_words),
+            "skiplist_words": list(self._mask.skiplist_words) if self._mask else [],
         }
 
     def _configure(self, ckpt: Checkpoint, knobs: dict[str, Any], what: str) -> None:
@@ -365,7 +338,6 @@ class ColBERTEncoder(Encoder):
             "attend_to_mask_tokens": self.attend_to_mask_tokens,
             "skiplist": self._skiplist,
             "lowercase": lowercase and self.layout != "colbert-ai",
-            **({"quantize": self.quantize} if self.quantize else {}),
         }
 
     def _query_runtime_settings(self) -> tuple[dict[str, Any], str | None]:

@@ -188,6 +188,8 @@ class ColPaliEncoder(Encoder):
                 "or use ColBERTEncoder / BertEncoder for text checkpoints"
             )
         self.family = name
+        if family is not None:
+            self._options["family"] = family
         what = f"ColPaliEncoder({ckpt.given!r})"
         self._st: Any = None
         if name.endswith("-hf"):  # transformers-native: sentence-transformers runs it

@@ -92,6 +92,11 @@ def load_encoder(
         else:
             kind, why = detect_kind(ckpt)
         logger.info("load_encoder(%r): %s -> %s", str(name_or_path), why, kind)
+    if kind == "colpali" and {"backend", "quantize"} & set(kwargs):
+        raise ValueError(
+            f"{ckpt.given!r} is a ColPali checkpoint: backend= and quantize= apply to text "
+            "encoders only (ColPali runs on torch)"
+        )
     from latewise import encoders
 
     cls = {"bert": "BertEncoder", "colbert": "ColBERTEncoder", "colpali": "ColPaliEncoder"}[kind]

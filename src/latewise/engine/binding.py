@@ -102,6 +102,7 @@ def config_for(encoder: Encoder, settings: IndexSettings) -> dict[str, Any]:
         "fingerprint": encoder.fingerprint,
         "encoder_class": type(encoder).__name__,
         "encoder_source": encoder.model_name_or_path,
+        "encoder_options": encoder.options,
         "modality": encoder.modality,
         "settings": settings.to_json(),
     }
@@ -155,14 +156,15 @@ def as_encoder(
 
 
 def load_stored_encoder(name: str, config: Mapping[str, Any]) -> Encoder:
-    """The encoder recorded with collection ``name`` (loaded from its model source)."""
+    """The encoder recorded with collection ``name``: its class, loaded from its model source
+    with the options it was built with (backend, lengths...)."""
     from latewise import encoders
 
     cls = getattr(encoders, str(config.get("encoder_class")), None)
-    source = config.get("encoder_source")
-    if not source or cls is None:
+    source, options = config.get("encoder_source"), config.get("encoder_options") or {}
+    if not source or cls is None or not isinstance(options, dict):
         raise StoreError(f"collection {name!r} does not record a loadable encoder; pass encoder=")
-    return as_encoder(cls(source), name, config.get("fingerprint"))
+    return as_encoder(cls(source, **options), name, config.get("fingerprint"))
 
 
 def _describe(fp: Mapping[str, Any]) -> str:
