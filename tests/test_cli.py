@@ -359,6 +359,8 @@ def test_backend_option_indexes_and_the_collection_keeps_it(
     one_error_line(result, EXIT_ERROR, "differs in: backend, quantize")
     config = json.loads(ok(run("info", "--json", "--path", db)).stdout)["collections"][0]
     assert config["documents"] == 5
+    assert config["encoder"]["options"] == {"backend": "onnx", "quantize": "int8"}
+    assert "with backend='onnx', quantize='int8'" in ok(run("info", "--path", db)).stdout
 
 
 def test_mismatched_encoder_and_settings(text_db: Path, plain_bert_dir: Path, corpus: Path) -> None:

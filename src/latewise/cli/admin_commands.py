@@ -82,6 +82,7 @@ def info_command(
                 "encoder": {
                     "class": config.get("encoder_class"),
                     "source": config.get("encoder_source"),
+                    "options": config.get("encoder_options") or {},
                     "fingerprint": stats.get("encoder") or config.get("fingerprint", {}),
                 },
                 "modality": config.get("modality"),

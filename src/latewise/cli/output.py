@@ -276,10 +276,12 @@ def collection_block(entry: Mapping[str, Any]) -> str:
         for key, value in sorted(fp.items())
         if key not in ("encoder", "model", "dim", "checkpoint")
     )
+    options = ", ".join(f"{k}={v!r}" for k, v in sorted(dict(enc.get("options") or {}).items()))
     return "\n".join(
         [
             f"{entry['name']}",
-            f"  encoder:     {enc['class']} from {enc['source']!r} ({entry['modality']})",
+            f"  encoder:     {enc['class']} from {enc['source']!r} ({entry['modality']})"
+            + (f" with {options}" if options else ""),
             f"  model:       {fp.get('model')} (dim {fp.get('dim')}, weights "
             f"{fp.get('checkpoint')})",
             f"  fingerprint: {details}",

@@ -19,12 +19,9 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from latewise.errors import CheckpointError, MissingDependencyError
-
-if TYPE_CHECKING:
-    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -295,11 +292,6 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 # -- loading ----------------------------------------------------------------------------------
-
-
-def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
-    """The ``from_pretrained`` keyword for a dtype (transformers 5 calls it ``dtype``)."""
-    return {"dtype": dtype}
 
 
 def cache_dir() -> Path:

@@ -23,11 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latewise.encoders import _st
-from latewise.encoders._checkpoint import (
-    dtype_kwargs,
-    from_pretrained_quietly,
-    resolve_checkpoint,
-)
+from latewise.encoders._checkpoint import from_pretrained_quietly, resolve_checkpoint
 from latewise.encoders.base import Encoder, load_images, validate_texts
 from latewise.errors import CheckpointError, MissingDependencyError
 
@@ -199,7 +195,7 @@ class ColPaliEncoder(Encoder):
             spec = FAMILIES[name]
             model_cls, processor_cls = _colpali_classes(spec)
             self._model = from_pretrained_quietly(
-                model_cls, ckpt.path, what, **dtype_kwargs(self.torch_dtype)
+                model_cls, ckpt.path, what, dtype=self.torch_dtype
             )
             _tie_unloaded_output_embeddings(self._model, what)
             self._model.to(self.device)
