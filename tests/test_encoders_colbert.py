@@ -189,6 +189,25 @@ def test_knobs_override_checkpoint(colbert_ai_dir: Path) -> None:
     assert unmarked.max_document_tokens == COLBERT_AI_METADATA["doc_maxlen"] - 2
 
 
+def test_metadata_nested_under_config_is_read_as_colbert_ai_reads_it(
+    tmp_path: Path, colbert_ai_dir: Path
+) -> None:
+    """colbert-ai's ``ColBERTConfig.from_path`` also reads ``{"config": {...}}``;
+    sentence-transformers reads flat files only, so latewise applies the nested settings."""
+    folder = tmp_path / "nested"
+    shutil.copytree(colbert_ai_dir, folder)
+    knobs: dict[str, Any] = {"query_maxlen": 9, "doc_maxlen": 18, "mask_punctuation": False}
+    knobs["attend_to_mask_tokens"] = True
+    meta = {**COLBERT_AI_METADATA, **knobs}
+    (folder / "artifact.metadata").write_text(json.dumps({"config": meta}))
+    nested, flat = ColBERTEncoder(folder), ColBERTEncoder(colbert_ai_dir, **knobs)
+    assert (nested.query_maxlen, nested.doc_maxlen) == (9, 18)
+    assert nested.attend_to_mask_tokens is True
+    assert nested.mask_punctuation is False
+    _assert_same(nested.encode_queries(QUERIES), flat.encode_queries(QUERIES))
+    _assert_same(nested.encode_documents(DOCS), flat.encode_documents(DOCS))
+
+
 def test_pytorch_bin_weights_load_like_safetensors(
     tmp_path: Path, colbert_ai: ColBERTEncoder
 ) -> None:

@@ -203,7 +203,7 @@ class ColBERTEncoder(Encoder):
         if self.layout == "colbert-ai":  # a marker token; the space after it is the prompt's
             markers = [m.removesuffix(" ") for m in markers]
         expansion = t.query_expansion
-        return {
+        stored = {
             "query_token_id": markers[0],
             "doc_token_id": markers[1],
             "query_maxlen": expansion["length"] if expansion else t.query_length or default_len,
@@ -213,6 +213,12 @@ class ColBERTEncoder(Encoder):
             "mask_punctuation": bool(self._mask and self._mask.skiplist_words),
             "skiplist_words": list(self._mask.skiplist_words) if self._mask else [],
         }
+        # colbert-ai also reads a metadata file nested under "config" (sentence-transformers
+        # reads flat ones only); its names are latewise's.
+        nested = (ckpt.json("artifact.metadata") or {}).get("config")
+        if self.layout == "colbert-ai" and isinstance(nested, dict):
+            stored |= {k: nested[k] for k in _KNOBS if nested.get(k) is not None}
+        return stored
 
     def _configure(self, ckpt: Checkpoint, knobs: dict[str, Any], what: str) -> None:
         """Resolve the settings (arguments over the checkpoint's) and set them on the modules."""
