@@ -133,3 +133,16 @@ def test_a_collection_reopens_with_the_options_of_its_encoder(
     assert len(reopened.search("the cat sat", k=2)) == 2  # the query encoded by the stored one
     assert reopened.encoder.options == options
     assert reopened.encoder.fingerprint == enc.fingerprint
+
+
+def test_stored_options_this_version_does_not_know_are_a_clear_error(
+    plain_bert_dir: Path,
+) -> None:
+    from latewise import StoreError
+    from latewise.engine.binding import load_stored_encoder
+
+    config = {"encoder_class": "BertEncoder", "encoder_source": str(plain_bert_dir)}
+    with pytest.raises(StoreError, match=r"does not know \(warp_speed\).*upgrade latewise"):
+        load_stored_encoder("future", {**config, "encoder_options": {"warp_speed": 9}})
+    enc = load_stored_encoder("now", {**config, "encoder_options": {"max_length": 12}})
+    assert enc.options == {"max_length": 12}

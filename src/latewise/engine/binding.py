@@ -8,6 +8,7 @@ differs, never silent garbage.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -164,6 +165,16 @@ def load_stored_encoder(name: str, config: Mapping[str, Any]) -> Encoder:
     source, options = config.get("encoder_source"), config.get("encoder_options") or {}
     if not source or cls is None or not isinstance(options, dict):
         raise StoreError(f"collection {name!r} does not record a loadable encoder; pass encoder=")
+    from latewise.encoders.base import EncoderOptions
+
+    known = set(inspect.signature(cls).parameters) | set(EncoderOptions.__annotations__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise StoreError(
+            f"collection {name!r} records encoder options this latewise does not know "
+            f"({', '.join(unknown)}): it was written by a newer version; upgrade latewise, or "
+            "pass encoder="
+        )
     return as_encoder(cls(source, **options), name, config.get("fingerprint"))
 
 
