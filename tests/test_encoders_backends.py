@@ -60,12 +60,22 @@ def test_colbert_backend_matches_torch(
 
 
 @pytest.mark.parametrize("backend", sorted(RUNTIMES))
-def test_int8_is_close_and_marked_in_the_fingerprint(backend: str, colbert_ai_dir: Path) -> None:
+def test_int8_is_close_and_marked_in_the_fingerprint(
+    backend: str,
+    colbert_ai_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     pytest.importorskip(RUNTIMES[backend])
     if backend == "openvino":
         pytest.importorskip("nncf")
+    monkeypatch.setenv("LATEWISE_CACHE", str(tmp_path))  # export and quantise here, now
     reference = ColBERTEncoder(colbert_ai_dir)
+    capfd.readouterr()
     enc = ColBERTEncoder(colbert_ai_dir, backend=backend, quantize="int8")  # type: ignore[arg-type]
+    # stdout is for results (`latewise search --json`): the quantisers print nothing there
+    assert capfd.readouterr().out == ""
     # Each runtime quantises in its own way, so the fingerprint names the backend too.
     assert enc.fingerprint == {**reference.fingerprint, "quantize": "int8", "backend": backend}
     assert enc.options == {"backend": backend, "quantize": "int8"}

@@ -9,10 +9,13 @@ torch model inside the sentence-transformers pipeline; the rest of the pipeline 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -348,7 +351,10 @@ def _quantize_onnx(source: Path, target: Path) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         extra = {"DefaultTensorType": 1}  # float: the fused operators' outputs have no type
-        with writing(target) as tmp:
+        logger.info("quantising %s to int8 (once): %s", source.name, target)
+        # ONNX Runtime advises shape-inference pre-processing through the root logger; it
+        # changes nothing for dynamic quantisation of these graphs.
+        with writing(target) as tmp, _dropping_root_warnings("pre-processing before quantization"):
             quantize_dynamic(
                 str(source),
                 str(tmp),
@@ -366,8 +372,32 @@ def _compress_openvino(runtime: Any, source: Path, folder: Path) -> Path:
             import nncf
         except ImportError as exc:
             raise MissingDependencyError.for_extra("nncf", "openvino", "quantize='int8'") from exc
-        model = nncf.compress_weights(runtime.Core().read_model(str(source)))
+        logger.info("compressing %s to int8 weights (once): %s", source.name, target)
+        # nncf logs a statistics table and draws a progress bar on stdout: keep stdout for
+        # results (the table is quiet, the bar goes to stderr).
+        level = nncf.nncf_logger.level
+        nncf.set_log_level(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                model = nncf.compress_weights(runtime.Core().read_model(str(source)))
+        finally:
+            nncf.set_log_level(level)
         with writing(target) as tmp:
             runtime.save_model(model, str(tmp))
             os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
     return target
+
+
+@contextlib.contextmanager
+def _dropping_root_warnings(fragment: str) -> Iterator[None]:
+    """Drop records of the root logger that contain ``fragment``, while the block runs."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return fragment not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
