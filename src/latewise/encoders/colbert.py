@@ -101,8 +101,10 @@ class ColBERTEncoder(Encoder):
         backend: ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``; the last two export the
             model once into ``$XDG_CACHE_HOME/latewise`` and run float32 on the CPU, vectors
             within ~1e-5 of torch's (the fingerprint does not change).
-        quantize: ``"int8"``: dynamically quantised weights (onnx / openvino only); the vectors
-            change, and so does the fingerprint.
+        quantize: ``"int8"`` (onnx / openvino only): ONNX Runtime's dynamic int8 (each text runs
+            on its own, so its vectors never depend on its batch) or OpenVINO's int8 weights
+            (about 2x the documents/s on CPUs with VNNI); the vectors change, and so does the
+            fingerprint.
         batch_size, show_progress_bar, device, torch_dtype, compute_dtype: see
             :class:`~latewise.encoders.base.Encoder`.
 
