@@ -368,8 +368,8 @@ def _quantize_onnx(source: Path, target: Path) -> Path:
 
         extra = {"DefaultTensorType": 1}  # float: the fused operators' outputs have no type
         logger.info("quantising %s to int8 (once): %s", source.name, target)
-        # ONNX Runtime advises shape-inference pre-processing through the root logger; it
-        # changes nothing for dynamic quantisation of these graphs.
+        # ONNX Runtime advises (on the root logger) a shape-inference pre-processing pass,
+        # which latewise does not run: the graph is ONNX Runtime's own fused one.
         with writing(target) as tmp, _dropping_root_warnings("pre-processing before quantization"):
             quantize_dynamic(
                 str(source),
