@@ -338,22 +338,17 @@ def chroma_floor(built: Path, path: Path) -> tuple[float, float, dict[str, int]]
     import chromadb
     from chromadb.config import Settings
 
+    from latewise.store.chroma import read_pages
+
     settings = Settings(anonymized_telemetry=False)
     src = chromadb.PersistentClient(str(built), settings=settings)
     payloads = []
     for listed in src.list_collections():
         col = src.get_collection(listed if isinstance(listed, str) else listed.name)
         got: dict[str, list[Any]] = {"ids": [], "embeddings": [], "metadatas": [], "documents": []}
-        # By id a page at a time, as latewise reads: one unbounded get of 8,000 documents' rows
-        # overflows SQLite's variable limit, and offset pages slow down the further they go.
-        ids = col.get(include=[])["ids"]
-        for s in range(0, len(ids), 5000):
-            page = col.get(
-                ids=ids[s : s + 5000],
-                include=["embeddings", "metadatas", "documents"],  # type: ignore[list-item]
-            )
+        for page in read_pages(col, ["embeddings", "metadatas", "documents"]):  # as latewise reads
             for key, values in got.items():
-                values.extend(page[key] if page[key] is not None else [None] * len(page["ids"]))  # type: ignore[literal-required]
+                values.extend(page[key] if page[key] is not None else [None] * len(page["ids"]))
         payloads.append((col.name, col.configuration.get("hnsw"), col.metadata, got))
     del src
     dst = chromadb.PersistentClient(str(path), settings=settings)

@@ -71,23 +71,21 @@ def _load_encoder(
     collection: str, name: str | None, backend: str | None, stored: Mapping[str, Any] | None
 ) -> Encoder | None:
     """The encoder to index with: the one ``--encoder`` names (``minilm``, a hub id or a
-    checkpoint folder), or an existing collection's stored one with the options it was built
-    with; on the ``--backend`` given. ``None``: the stored encoder as stored, loaded if needed."""
+    checkpoint folder) on the ``--backend`` given; for an existing collection, its stored one
+    (``None``: loaded when needed, with the options it was built with), on ``--backend`` if
+    given."""
     options: dict[str, Any] = dict(BACKENDS[backend]) if backend is not None else {}
-    if stored is not None and name in (None, stored.get("encoder_source")):
-        if backend is None and name is None:
-            return None
-        from latewise.engine.binding import load_stored_encoder
+    if stored is None or name not in (None, stored.get("encoder_source")):
+        from latewise.encoders import load_encoder
 
-        kept = dict(stored.get("encoder_options") or {})
-        if backend is not None:
-            kept = {k: v for k, v in kept.items() if k not in ("backend", "quantize")}
-        return load_stored_encoder(collection, {**stored, "encoder_options": kept | options})
-    if name is None:
+        return None if name is None else load_encoder(name, **options)
+    if backend is None:
         return None
-    from latewise.encoders import load_encoder
+    from latewise.engine.binding import load_stored_encoder
 
-    return load_encoder(name, **options)
+    stored_options = stored.get("encoder_options") or {}
+    kept = {k: v for k, v in stored_options.items() if k not in ("backend", "quantize")}
+    return load_stored_encoder(collection, {**stored, "encoder_options": kept | options})
 
 
 # -- index -----------------------------------------------------------------------------------------

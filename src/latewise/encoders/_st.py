@@ -189,7 +189,7 @@ class _Exported(torch.nn.Module):
             feeds = {name: x.numpy() for name, x in full.items()}
             return {"last_hidden_state": torch.from_numpy(self._run(feeds))}
         used = (ids != self._pad) | (full.get("attention_mask", ids) != 0)
-        lengths = (used.cumsum(1) == used.sum(1, keepdim=True)).int().argmax(1) + 1
+        lengths = used.shape[1] - used.flip(1).int().argmax(1)  # up to the last used token
         out = torch.zeros((*ids.shape, int(self.config.hidden_size)))
         for i, n in enumerate(lengths.tolist()):
             feeds = {name: x[i : i + 1, :n].contiguous().numpy() for name, x in full.items()}

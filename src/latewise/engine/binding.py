@@ -167,8 +167,9 @@ def load_stored_encoder(name: str, config: Mapping[str, Any]) -> Encoder:
         raise StoreError(f"collection {name!r} does not record a loadable encoder; pass encoder=")
     from latewise.encoders.base import EncoderOptions
 
-    known = set(inspect.signature(cls).parameters) | set(EncoderOptions.__annotations__)
-    unknown = sorted(set(options) - known)
+    params = inspect.signature(cls).parameters.values()
+    known = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    unknown = sorted(set(options) - known - set(EncoderOptions.__annotations__))
     if unknown:
         raise StoreError(
             f"collection {name!r} records encoder options this latewise does not know "

@@ -64,6 +64,7 @@ __all__ = [
     "DocRecord",
     "RowHit",
     "list_latewise_collections",
+    "read_pages",
     "validate_collection_name",
 ]
 
@@ -305,24 +306,10 @@ class ChromaStore:
         where: Mapping[str, Any] | None = None,
         page_size: int = 5000,
     ) -> Iterator[Any]:
-        """Chroma ``get`` results of a collection (the documents by default), a page at a time.
-
-        Every matching id is listed by one ``get`` without contents, then read by id a page at a
-        time: Chroma's ``offset`` walks the rows it skips, so offset pages cost more the further
-        they go (at 300,000 rows: 39 ms for the first page of 5,000, 190 ms for the last) and a
-        full read grew with the square of the collection.
-        """
-        col = self.docs if col is None else col
+        """Chroma ``get`` results of a collection (the documents by default), a page at a time
+        (:func:`read_pages`); Chroma's errors become latewise's."""
         try:
-            ids = col.get(where=_where(where), include=[])["ids"]  # type: ignore[arg-type]
-            for part in batches(ids, page_size):
-                got = (
-                    col.get(ids=part, where=_where(where), include=include)  # type: ignore[arg-type]
-                    if include
-                    else {"ids": part}
-                )
-                if got["ids"]:
-                    yield got
+            yield from read_pages(self.docs if col is None else col, include, where, page_size)
         except _chroma_errors() as exc:
             raise self._read_error(exc, where) from exc
 
@@ -529,6 +516,31 @@ def list_latewise_collections(client: ClientAPI) -> dict[str, dict[str, Any]]:
         config["documents"] = int(col.count())
         out[name] = config
     return dict(sorted(out.items()))
+
+
+def read_pages(
+    col: Collection,
+    include: list[str],
+    where: Mapping[str, Any] | None = None,
+    page_size: int = 5000,
+) -> Iterator[Any]:
+    """Chroma ``get`` results of the records of ``col`` that match ``where``, a page at a time.
+
+    Every matching id is listed by one ``get`` without contents, then read by id a page at a
+    time: Chroma's ``offset`` walks the rows it skips, so offset pages cost more the further
+    they go (at 300,000 rows: 39 ms for the first page of 5,000, 190 ms for the last) and a
+    full read grew with the square of the collection. One unbounded ``get`` of many rows
+    overflows SQLite's variable limit.
+    """
+    ids = col.get(where=_where(where), include=[])["ids"]  # type: ignore[arg-type]
+    for part in batches(ids, page_size):
+        got = (
+            col.get(ids=part, where=_where(where), include=include)  # type: ignore[arg-type]
+            if include
+            else {"ids": part}
+        )
+        if got["ids"]:
+            yield got
 
 
 def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
